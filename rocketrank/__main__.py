@@ -1,0 +1,3 @@
+from rocketrank.cli import main
+
+raise SystemExit(main())

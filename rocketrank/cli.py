@@ -1,0 +1,75 @@
+"""The ``rocketrank`` command: a thin dispatcher.
+
+Every subcommand lives in the package that owns it and is imported lazily, so
+``rocketrank serve`` never imports training code (and torch-heavy training
+modules are not loaded to print ``--help``).
+
+A subcommand module exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (command path, module, one-line help). Nested commands use a space.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("synth", "training.synth_cli", "write a synthetic e-commerce impression log"),
+    ("data check", "training.data.check_cli", "validate a data directory against its schema"),
+    ("train", "training.train_cli", "jointly train booster and light net"),
+    ("ablate", "training.ablate_cli", "train every distillation variant and report"),
+    ("export", "training.export_cli", "export the light net into a model repository"),
+    ("models list", "training.models_cli", "list versions in a model repository"),
+    ("models promote", "training.models_cli", "point `current` at a version"),
+    ("models rollback", "training.models_cli", "point `current` at the previous version"),
+    ("features load", "service.features_cli", "fill Redis with user and item features"),
+    ("serve", "service.serve_cli", "start the scoring service"),
+    ("bench serve", "service.bench.serve_cli", "benchmark the HTTP service"),
+    ("bench train", "training.bench_cli", "benchmark training throughput and cost"),
+]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rocketrank", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for path, module, help_text in COMMANDS:
+        words = path.split()
+        target = sub
+        if len(words) == 2:
+            if words[0] not in groups:
+                group_parser = sub.add_parser(words[0], help=f"{words[0]} commands")
+                groups[words[0]] = group_parser.add_subparsers(
+                    dest=f"{words[0]}_command", metavar="SUBCOMMAND", required=True
+                )
+            target = groups[words[0]]
+        p = target.add_parser(words[-1], help=help_text, description=help_text)
+        p.set_defaults(_module=module, _path=path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _build_parser()
+    # Parse only the command words first; the owning module adds its options.
+    known, _ = parser.parse_known_args(argv)
+    if getattr(known, "_module", None) is None:
+        parser.print_help()
+        return 2
+    path: str = known._path
+    module = importlib.import_module(known._module)
+    sub = argparse.ArgumentParser(
+        prog=f"rocketrank {path}", description=dict((p, h) for p, _, h in COMMANDS)[path]
+    )
+    if hasattr(module, "add_arguments_for"):
+        module.add_arguments_for(path, sub)
+    else:
+        module.add_arguments(sub)
+    args = sub.parse_args(argv[len(path.split()) :])
+    args.command_path = path
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
