@@ -1,0 +1,430 @@
+"""The exported-artifact contract: layout, manifest, verification and loading.
+
+One artifact is one directory holding an exported light net and everything the
+service needs to turn raw request values into its inputs::
+
+    manifest.json      what this is (Manifest), sha256 of every other file
+    encoder.json       FeatureEncoder.state() of the served features
+    model.pt           TorchScript module: forward(features) -> logits [B]
+    item_ids.npy       two-tower only: int64 [N], sorted raw item ids
+    item_vectors.npy   two-tower only: float32 [N, d], scale already applied
+
+:func:`load_artifact` verifies every checksum and the feature-spec hash *before*
+it hands ``model.pt`` to ``torch.jit.load``. Each file is read once into memory
+and the very bytes that were hashed are the bytes that get parsed, so a file
+swapped between check and load cannot slip through. Nothing is unpickled:
+TorchScript archives and ``.npy`` files (``allow_pickle=False``) only.
+
+Only numpy, torch and the standard library are imported here, so the service can
+load an artifact without importing model or training code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.contract.features import ContractError, FeatureEncoder
+
+MANIFEST_FILE = "manifest.json"
+ENCODER_FILE = "encoder.json"
+MODEL_FILE = "model.pt"
+ITEM_IDS_FILE = "item_ids.npy"
+ITEM_VECTORS_FILE = "item_vectors.npy"
+
+STAGES = ("coarse", "fine")
+KINDS = ("two_tower", "mlp")
+FORMATS = ("torchscript",)
+QUANTIZATIONS = ("none", "int8")
+SIDES = ("user", "item", "context")
+
+_REQUIRED_FILES = {
+    "mlp": (ENCODER_FILE, MODEL_FILE),
+    "two_tower": (ENCODER_FILE, MODEL_FILE, ITEM_IDS_FILE, ITEM_VECTORS_FILE),
+}
+_TWO_TOWER_METHODS = ("user_vector", "item_vector")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# A file name in the manifest must be a plain name inside the artifact directory.
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class ArtifactError(ValueError):
+    """An artifact is missing, malformed or fails verification.
+
+    The message names the artifact directory, the file and, for checksum or hash
+    mismatches, the expected and the actual value.
+    """
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json`` of an artifact.
+
+    Attributes:
+        name: model name in the repository (e.g. ``coarse``).
+        version: version directory name, UTC ``YYYYmmddTHHMMSSZ`` (+ ``-N``).
+        created_at: ISO-8601 UTC time of the export.
+        task: training task (e.g. ``ctr``).
+        stage: ``coarse`` or ``fine``.
+        kind: ``two_tower`` or ``mlp``.
+        format: serialisation of ``model.pt`` (``torchscript``).
+        quantization: ``none`` or ``int8``.
+        features: served feature names by side (``user``, ``item``, ``context``).
+        feature_types: feature name -> FeatureType value.
+        spec_hash: ``FeatureEncoder.spec_hash()`` of ``encoder.json``.
+        metrics: evaluation metrics copied from the training run.
+        params: number of parameters of the exported light net.
+        files: file name -> sha256 hex digest, every file except the manifest.
+        git_commit: commit of the code that trained/exported, ``None`` outside git.
+        rocketrank_version: package version that wrote the artifact.
+    """
+
+    name: str
+    version: str
+    created_at: str
+    task: str
+    stage: str
+    kind: str
+    format: str
+    quantization: str
+    features: dict[str, list[str]]
+    feature_types: dict[str, str]
+    spec_hash: str
+    metrics: dict[str, Any]
+    params: int
+    files: dict[str, str]
+    git_commit: str | None
+    rocketrank_version: str
+
+    @property
+    def feature_names(self) -> list[str]:
+        """All served features: user, then context, then item (manifest order)."""
+        return [n for side in ("user", "context", "item") for n in self.features.get(side, [])]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = MANIFEST_FILE) -> Manifest:
+        """Validate a parsed manifest; every problem raises ArtifactError naming the key."""
+        if not isinstance(data, Mapping):
+            raise ArtifactError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        allowed = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise ArtifactError(f"{where}: unknown key(s) {unknown}")
+        missing = sorted(set(allowed) - set(data))
+        if missing:
+            raise ArtifactError(f"{where}: missing key(s) {missing}")
+        for key in ("name", "version", "created_at", "task", "rocketrank_version"):
+            if not isinstance(data[key], str) or not data[key]:
+                raise ArtifactError(f"{where}: {key!r} must be a non-empty string")
+        for key, allowed_values in (
+            ("stage", STAGES),
+            ("kind", KINDS),
+            ("format", FORMATS),
+            ("quantization", QUANTIZATIONS),
+        ):
+            if data[key] not in allowed_values:
+                raise ArtifactError(
+                    f"{where}: {key} {data[key]!r} is not one of {list(allowed_values)}"
+                )
+        features = data["features"]
+        if not isinstance(features, Mapping) or set(features) - set(SIDES):
+            raise ArtifactError(f"{where}: 'features' must map a subset of {list(SIDES)} to lists")
+        for side, names in features.items():
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ArtifactError(f"{where}: features[{side!r}] must be a list of names")
+        if not isinstance(data["feature_types"], Mapping):
+            raise ArtifactError(f"{where}: 'feature_types' must be an object")
+        if not isinstance(data["spec_hash"], str) or not _SHA256.match(data["spec_hash"]):
+            raise ArtifactError(f"{where}: 'spec_hash' must be a sha256 hex digest")
+        if not isinstance(data["metrics"], Mapping):
+            raise ArtifactError(f"{where}: 'metrics' must be an object")
+        if not isinstance(data["params"], int) or isinstance(data["params"], bool):
+            raise ArtifactError(f"{where}: 'params' must be an integer parameter count")
+        files = data["files"]
+        if not isinstance(files, Mapping):
+            raise ArtifactError(f"{where}: 'files' must map file names to sha256 digests")
+        for fname, digest in files.items():
+            if not _PLAIN_NAME.match(fname) or fname == MANIFEST_FILE:
+                raise ArtifactError(f"{where}: 'files' lists an invalid file name {fname!r}")
+            if not isinstance(digest, str) or not _SHA256.match(digest):
+                raise ArtifactError(f"{where}: files[{fname!r}] is not a sha256 hex digest")
+        if data["git_commit"] is not None and not isinstance(data["git_commit"], str):
+            raise ArtifactError(f"{where}: 'git_commit' must be a string or null")
+        return cls(
+            **{
+                **data,
+                "features": {k: list(v) for k, v in features.items()},
+                "feature_types": dict(data["feature_types"]),
+                "metrics": dict(data["metrics"]),
+                "files": dict(files),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A verified, loaded artifact.
+
+    Attributes:
+        path: the artifact directory.
+        manifest: its manifest.
+        encoder: FeatureEncoder of the served features (``transform`` raw columns
+            with it, then ``torch.from_numpy``, then call ``module``).
+        module: TorchScript module; ``forward(features) -> Tensor[B]`` logits and, for
+            two-tower models, ``user_vector(features) -> Tensor[B, d]`` and
+            ``item_vector(features) -> Tensor[N, d]``.
+        item_ids: two-tower only: int64 ``[N]`` sorted raw item ids, else ``None``.
+        item_vectors: two-tower only: float32 ``[N, d]`` (scale applied), so
+            ``logits = item_vectors @ user_vector``; else ``None``.
+    """
+
+    path: Path
+    manifest: Manifest
+    encoder: FeatureEncoder
+    module: torch.jit.ScriptModule
+    item_ids: np.ndarray | None = None
+    item_vectors: np.ndarray | None = None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def encode(self, columns: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Raw columns of the served features -> model inputs (same encoder as training)."""
+        arrays = self.encoder.transform(columns)
+        return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checksum_files(directory: str | Path) -> dict[str, str]:
+    """sha256 of every regular file in ``directory`` except the manifest (sorted by name)."""
+    directory = Path(directory)
+    return {
+        p.name: sha256_file(p)
+        for p in sorted(directory.iterdir())
+        if p.is_file() and p.name != MANIFEST_FILE
+    }
+
+
+def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
+    """Write ``manifest.json`` (validated by a round trip through :meth:`Manifest.from_dict`)."""
+    data = manifest.to_dict()
+    Manifest.from_dict(data)
+    path = Path(directory) / MANIFEST_FILE
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Parse and validate ``path/manifest.json`` (no checksum verification)."""
+    directory = Path(path)
+    file = directory / MANIFEST_FILE
+    if not directory.is_dir():
+        raise ArtifactError(f"artifact {directory}: not a directory")
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        raise ArtifactError(f"artifact {directory}: {MANIFEST_FILE} is missing") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"artifact {directory}: {MANIFEST_FILE} is not JSON: {exc}") from exc
+    return Manifest.from_dict(data, where=f"artifact {directory}: {MANIFEST_FILE}")
+
+
+def _read_verified(directory: Path, manifest: Manifest) -> dict[str, bytes]:
+    """Read every listed file and check its sha256; also refuse missing/unlisted files."""
+    for required in _REQUIRED_FILES[manifest.kind]:
+        if required not in manifest.files:
+            raise ArtifactError(
+                f"artifact {directory}: {MANIFEST_FILE} does not list {required}, "
+                f"which a {manifest.kind} artifact needs"
+            )
+    present = {p.name for p in directory.iterdir() if p.name != MANIFEST_FILE}
+    unlisted = sorted(present - set(manifest.files))
+    if unlisted:
+        raise ArtifactError(
+            f"artifact {directory}: file(s) {unlisted} are not listed in {MANIFEST_FILE}"
+        )
+    contents: dict[str, bytes] = {}
+    for fname, expected in sorted(manifest.files.items()):
+        file = directory / fname
+        if not file.is_file():
+            raise ArtifactError(f"artifact {directory}: {fname} is missing")
+        data = file.read_bytes()
+        actual = sha256_bytes(data)
+        if actual != expected:
+            raise ArtifactError(
+                f"artifact {directory}: checksum mismatch for {fname}: "
+                f"manifest says sha256 {expected}, file has {actual}"
+            )
+        contents[fname] = data
+    return contents
+
+
+def _verified_encoder(
+    directory: Path, manifest: Manifest, encoder_bytes: bytes, expected_spec_hash: str | None
+) -> FeatureEncoder:
+    try:
+        encoder = FeatureEncoder.from_state(json.loads(encoder_bytes))
+    except (json.JSONDecodeError, ContractError, KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"artifact {directory}: {ENCODER_FILE} is invalid: {exc}") from exc
+    actual = encoder.spec_hash()
+    if actual != manifest.spec_hash:
+        raise ArtifactError(
+            f"artifact {directory}: spec hash mismatch: {MANIFEST_FILE} says "
+            f"{manifest.spec_hash}, {ENCODER_FILE} hashes to {actual}"
+        )
+    if expected_spec_hash is not None and actual != expected_spec_hash:
+        raise ArtifactError(
+            f"artifact {directory}: spec hash mismatch: the caller expects "
+            f"{expected_spec_hash}, the artifact has {actual}"
+        )
+    for side, names in manifest.features.items():
+        for n in names:
+            spec = encoder.specs.get(n)
+            if spec is None:
+                raise ArtifactError(
+                    f"artifact {directory}: feature {n!r} is in the manifest but not in "
+                    f"{ENCODER_FILE}"
+                )
+            if str(spec.side) != side:
+                raise ArtifactError(
+                    f"artifact {directory}: feature {n!r} is listed under {side!r} in the "
+                    f"manifest but {ENCODER_FILE} says side {str(spec.side)!r}"
+                )
+            if manifest.feature_types.get(n) != str(spec.type):
+                raise ArtifactError(
+                    f"artifact {directory}: feature {n!r} has type "
+                    f"{manifest.feature_types.get(n)!r} in the manifest but {str(spec.type)!r} "
+                    f"in {ENCODER_FILE}"
+                )
+    extra = sorted(set(encoder.specs) - set(manifest.feature_names))
+    if extra:
+        raise ArtifactError(
+            f"artifact {directory}: {ENCODER_FILE} has feature(s) {extra} the manifest "
+            "does not list as served"
+        )
+    return encoder
+
+
+def verify_artifact(path: str | Path, expected_spec_hash: str | None = None) -> Manifest:
+    """Check manifest, every checksum and the spec hash without loading the model.
+
+    Args:
+        path: the artifact directory.
+        expected_spec_hash: if given, the artifact's spec hash must equal it.
+
+    Returns:
+        The validated manifest.
+
+    Raises:
+        ArtifactError: naming the file and the expected vs actual value.
+    """
+    directory = Path(path)
+    manifest = read_manifest(directory)
+    contents = _read_verified(directory, manifest)
+    _verified_encoder(directory, manifest, contents[ENCODER_FILE], expected_spec_hash)
+    return manifest
+
+
+def _load_npy(directory: Path, fname: str, data: bytes) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except ValueError as exc:
+        raise ArtifactError(
+            f"artifact {directory}: {fname} is not a plain .npy array: {exc}"
+        ) from exc
+
+
+def _load_item_table(directory: Path, contents: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:
+    ids = _load_npy(directory, ITEM_IDS_FILE, contents[ITEM_IDS_FILE])
+    vectors = _load_npy(directory, ITEM_VECTORS_FILE, contents[ITEM_VECTORS_FILE])
+    if ids.dtype != np.int64 or ids.ndim != 1:
+        raise ArtifactError(
+            f"artifact {directory}: {ITEM_IDS_FILE} must be int64 [N], "
+            f"got {ids.dtype} {list(ids.shape)}"
+        )
+    if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+        raise ArtifactError(f"artifact {directory}: {ITEM_IDS_FILE} is not sorted and unique")
+    if vectors.dtype != np.float32 or vectors.ndim != 2 or len(vectors) != len(ids):
+        raise ArtifactError(
+            f"artifact {directory}: {ITEM_VECTORS_FILE} must be float32 [{len(ids)}, d], "
+            f"got {vectors.dtype} {list(vectors.shape)}"
+        )
+    return ids, vectors
+
+
+def load_artifact(path: str | Path, expected_spec_hash: str | None = None) -> Artifact:
+    """Verify and load an artifact directory.
+
+    Verification happens before anything is deserialised: manifest keys and
+    values, every file's sha256 (missing or unlisted files are refused), the
+    encoder's spec hash against the manifest (and against ``expected_spec_hash``
+    when given), the feature sides and types. Only then is ``model.pt`` given to
+    ``torch.jit.load`` — from the same bytes that were hashed.
+
+    Args:
+        path: the artifact directory (e.g. ``ModelRepository.resolve_current(name)``).
+        expected_spec_hash: spec hash the caller's features were built for.
+
+    Returns:
+        The loaded :class:`Artifact` (module in eval mode, on CPU).
+
+    Raises:
+        ArtifactError: the artifact is missing, malformed or fails verification.
+    """
+    directory = Path(path)
+    manifest = read_manifest(directory)
+    contents = _read_verified(directory, manifest)
+    encoder = _verified_encoder(directory, manifest, contents[ENCODER_FILE], expected_spec_hash)
+    try:
+        module = torch.jit.load(io.BytesIO(contents[MODEL_FILE]), map_location="cpu")
+    except Exception as exc:  # torch raises RuntimeError and others for a bad archive
+        raise ArtifactError(
+            f"artifact {directory}: {MODEL_FILE} is not a loadable TorchScript archive: {exc}"
+        ) from exc
+    module.eval()
+    if manifest.kind == "two_tower":
+        missing = [m for m in _TWO_TOWER_METHODS if not hasattr(module, m)]
+        if missing:
+            raise ArtifactError(
+                f"artifact {directory}: {MODEL_FILE} of a two_tower model lacks method(s) {missing}"
+            )
+        item_ids, item_vectors = _load_item_table(directory, contents)
+    else:
+        item_ids = item_vectors = None
+    return Artifact(directory, manifest, encoder, module, item_ids, item_vectors)
