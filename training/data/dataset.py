@@ -1,0 +1,479 @@
+"""Encoded splits as columns of tensors, and columnar batching.
+
+A split is encoded once into one tensor per feature, label, group and user
+(see ``docs/INTERNALS.md``, "Data layer → trainer"); a batch is a set of
+``index_select`` slices of those columns, never a per-sample Python loop.
+
+Typical use::
+
+    data = load_dataset("data/", tasks=["ctr"])        # validate, fit, encode (cached)
+    train = data.split("train", task="ctr")            # applies the task's ``where``
+    for batch in train.iter_batches(4096, shuffle=True, seed=0, epoch=epoch):
+        logits = model(batch.features)
+        loss = bce(logits, batch.labels["click"])
+
+Shuffling is the chunked shuffle of :mod:`training.data.shuffle`, so
+:class:`training.data.streaming.StreamingSplit` yields identical batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from models.contract.features import EncodeReport, FeatureEncoder
+from training.data.readers import DataFiles, find_data_files, read_columns
+from training.data.schema import Schema, SchemaError, load_schema
+from training.data.shuffle import CHUNK_ROWS, epoch_order
+from training.data.validate import ValidationReport, validate_columns
+
+log = logging.getLogger(__name__)
+
+CACHE_DIR_NAME = ".rocketrank_cache"
+# bump when the encoded layout or the cache file layout changes
+_CACHE_FORMAT = 1
+
+
+@dataclass
+class Batch:
+    """One mini-batch of B rows.
+
+    Attributes:
+        features: name → ``int64 [B]`` (categorical / bucketised), ``int64 [B, L]``
+            (multi-valued) or ``float32 [B]`` (numeric).
+        labels: label name → ``float32 [B]``.
+        group: ``int64 [B]`` request id (user id when the log has none).
+        user: ``int64 [B]`` raw user id.
+    """
+
+    features: dict[str, Tensor]
+    labels: dict[str, Tensor]
+    group: Tensor
+    user: Tensor
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            {k: v.to(device) for k, v in self.features.items()},
+            {k: v.to(device) for k, v in self.labels.items()},
+            self.group.to(device),
+            self.user.to(device),
+        )
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _int_ids(values: np.ndarray) -> np.ndarray:
+    """Validated id column (int64, or integral floats without nulls) as int64."""
+    if values.dtype == object:
+        return np.asarray(values.tolist(), dtype=np.int64)
+    return values.astype(np.int64)
+
+
+def fit_encoder(schema: Schema, train_columns: Mapping[str, np.ndarray]) -> FeatureEncoder:
+    """Fit the feature encoder of every schema feature on the training split only.
+
+    Args:
+        schema: the log schema (its features become the encoder's specs).
+        train_columns: canonical train columns (see :mod:`training.data.readers`).
+    """
+    return FeatureEncoder(list(schema.features)).fit(
+        {f.name: train_columns[f.name] for f in schema.features if f.name in train_columns}
+    )
+
+
+@dataclass
+class EncodedColumns:
+    """A split (or a chunk of one) after encoding, as tensors of N rows."""
+
+    features: dict[str, Tensor]
+    labels: dict[str, Tensor]
+    group: Tensor
+    user: Tensor
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])
+
+    def take(self, index: Tensor) -> EncodedColumns:
+        """Rows ``index`` (``int64 [M]``) of every column, via ``index_select``."""
+        return EncodedColumns(
+            {k: v.index_select(0, index) for k, v in self.features.items()},
+            {k: v.index_select(0, index) for k, v in self.labels.items()},
+            self.group.index_select(0, index),
+            self.user.index_select(0, index),
+        )
+
+    @staticmethod
+    def concat(parts: Sequence[EncodedColumns]) -> EncodedColumns:
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        return EncodedColumns(
+            {k: torch.cat([p.features[k] for p in parts]) for k in first.features},
+            {k: torch.cat([p.labels[k] for p in parts]) for k in first.labels},
+            torch.cat([p.group for p in parts]),
+            torch.cat([p.user for p in parts]),
+        )
+
+    def to_batch(self) -> Batch:
+        return Batch(self.features, self.labels, self.group, self.user)
+
+
+def encode_columns(
+    schema: Schema,
+    encoder: FeatureEncoder,
+    columns: Mapping[str, np.ndarray],
+    report: EncodeReport | None = None,
+) -> EncodedColumns:
+    """Encode validated canonical columns into tensors.
+
+    Encoding is row-wise, so encoding a file chunk by chunk gives the same
+    values as encoding it whole (streaming relies on this).
+
+    Args:
+        schema: the log schema (ids and labels).
+        encoder: the fitted encoder (features).
+        columns: canonical columns holding every required column.
+        report: accumulates imputed / OOV counts.
+    """
+    encoded = encoder.transform(columns, report=report)
+    features = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in encoded.items()}
+    labels = {
+        name: torch.from_numpy(np.asarray(columns[lab.column], dtype=np.float32))
+        for name, lab in schema.labels.items()
+    }
+    user = torch.from_numpy(_int_ids(columns[schema.ids.user]))
+    request = schema.ids.request
+    if request and request in columns:
+        group = torch.from_numpy(_int_ids(columns[request]))
+    else:
+        group = user.clone()
+    return EncodedColumns(features, labels, group, user)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+class EncodedSplit:
+    """One encoded split held in memory, batched column-wise.
+
+    Attributes:
+        features, labels, group, user: see :class:`Batch` (N rows instead of B).
+        source_rows: ``int64 [N]`` position of each row in the split file
+            (``arange(N)`` unless rows were filtered).
+        n_source_rows: rows in the split file.
+        chunk_rows: chunk size of the chunked shuffle.
+        name: split name (for messages).
+    """
+
+    def __init__(
+        self,
+        columns: EncodedColumns,
+        *,
+        source_rows: Tensor | None = None,
+        n_source_rows: int | None = None,
+        chunk_rows: int = CHUNK_ROWS,
+        name: str = "",
+    ) -> None:
+        n = len(columns)
+        self._columns = columns
+        self.source_rows = (
+            torch.arange(n, dtype=torch.int64) if source_rows is None else source_rows
+        )
+        self.n_source_rows = n if n_source_rows is None else int(n_source_rows)
+        if len(self.source_rows) != n:
+            raise ValueError(f"source_rows has {len(self.source_rows)} rows, columns have {n}")
+        self.chunk_rows = int(chunk_rows)
+        self.name = name
+
+    @property
+    def features(self) -> dict[str, Tensor]:
+        return self._columns.features
+
+    @property
+    def labels(self) -> dict[str, Tensor]:
+        return self._columns.labels
+
+    @property
+    def group(self) -> Tensor:
+        return self._columns.group
+
+    @property
+    def user(self) -> Tensor:
+        return self._columns.user
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+    def __repr__(self) -> str:
+        return f"EncodedSplit({self.name!r}, rows={len(self)}, features={len(self.features)})"
+
+    # ----------------------------------------------------------------- filtering
+    def filter_rows(self, mask: Tensor | np.ndarray) -> EncodedSplit:
+        """Keep rows where ``mask`` (``bool [N]``) is true; the shuffle plan is kept."""
+        mask_t = torch.as_tensor(mask, dtype=torch.bool)
+        if mask_t.shape != (len(self),):
+            raise ValueError(f"mask must have shape ({len(self)},), got {tuple(mask_t.shape)}")
+        index = torch.nonzero(mask_t, as_tuple=False).flatten()
+        return EncodedSplit(
+            self._columns.take(index),
+            source_rows=self.source_rows.index_select(0, index),
+            n_source_rows=self.n_source_rows,
+            chunk_rows=self.chunk_rows,
+            name=self.name,
+        )
+
+    def for_task(self, schema: Schema, task: str) -> EncodedSplit:
+        """The rows a task trains and evaluates on (its ``where`` label == 1)."""
+        where = schema.task(task).where
+        if where is None:
+            return self
+        return self.filter_rows(self.labels[where] == 1)
+
+    # ----------------------------------------------------------------- batching
+    def order(self, shuffle: bool, seed: int = 0, epoch: int = 0) -> Tensor:
+        """Row indices (``int64 [N]``) of an epoch in batch order."""
+        n = len(self)
+        if not shuffle:
+            return torch.arange(n, dtype=torch.int64)
+        source_order = torch.from_numpy(
+            epoch_order(self.n_source_rows, self.chunk_rows, seed, epoch)
+        )
+        if n == self.n_source_rows:
+            return source_order
+        # map file positions to local rows; filtered-out rows are -1 and dropped
+        local = torch.full((self.n_source_rows,), -1, dtype=torch.int64)
+        local[self.source_rows] = torch.arange(n, dtype=torch.int64)
+        mapped = local.index_select(0, source_order)
+        return mapped[mapped >= 0]
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-len(self) // batch_size)
+
+    def iter_batches(
+        self, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0
+    ) -> Iterator[Batch]:
+        """Yield batches of ``batch_size`` rows (the last one may be shorter).
+
+        Args:
+            batch_size: rows per batch (> 0).
+            shuffle: chunked shuffle (see :mod:`training.data.shuffle`) when true,
+                file order otherwise.
+            seed, epoch: the shuffle is a function of both.
+        """
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        order = self.order(shuffle, seed, epoch)
+        for start in range(0, len(order), batch_size):
+            yield self._columns.take(order[start : start + batch_size]).to_batch()
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> None:
+        """Write the encoded tensors (loadable with ``weights_only=True``), atomically."""
+        blob = {
+            "format": _CACHE_FORMAT,
+            "features": self.features,
+            "labels": self.labels,
+            "group": self.group,
+            "user": self.user,
+            "source_rows": self.source_rows,
+            "n_source_rows": self.n_source_rows,
+            "chunk_rows": self.chunk_rows,
+            "name": self.name,
+        }
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(blob, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EncodedSplit:
+        blob = torch.load(path, weights_only=True)
+        if blob.get("format") != _CACHE_FORMAT:
+            raise ValueError(f"{path}: unsupported encoded-split format {blob.get('format')!r}")
+        columns = EncodedColumns(blob["features"], blob["labels"], blob["group"], blob["user"])
+        return cls(
+            columns,
+            source_rows=blob["source_rows"],
+            n_source_rows=blob["n_source_rows"],
+            chunk_rows=blob["chunk_rows"],
+            name=blob["name"],
+        )
+
+
+def encode_split(
+    schema: Schema,
+    encoder: FeatureEncoder,
+    columns: Mapping[str, np.ndarray],
+    *,
+    name: str = "",
+    chunk_rows: int = CHUNK_ROWS,
+    report: EncodeReport | None = None,
+) -> EncodedSplit:
+    """Encode a whole split held as canonical columns."""
+    return EncodedSplit(
+        encode_columns(schema, encoder, columns, report), chunk_rows=chunk_rows, name=name
+    )
+
+
+# --------------------------------------------------------------------------- caching
+
+
+def cache_key(schema: Schema, encoder: FeatureEncoder, path: str | Path, chunk_rows: int) -> str:
+    """Key of an encoded split: encoder state, schema, and the file's size + mtime."""
+    stat = Path(path).stat()
+    blob = json.dumps(
+        {
+            "format": _CACHE_FORMAT,
+            "encoder": encoder.state(),
+            "schema": schema.to_dict(),
+            "file": [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns],
+            "chunk_rows": chunk_rows,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _load_cached(path: Path) -> EncodedSplit | None:
+    try:
+        return EncodedSplit.load(path)
+    except Exception as exc:  # a corrupt or foreign cache file is re-encoded, not fatal
+        log.warning("ignoring unreadable cache file %s: %s", path, exc)
+        return None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Dataset:
+    """A validated, encoded data directory.
+
+    Attributes:
+        schema: the log schema.
+        encoder: the encoder fitted on train (or the one passed in).
+        splits: split name → :class:`EncodedSplit` (all rows; see :meth:`split`).
+        validation: the validation report (per-split summaries).
+        encode_reports: split name → imputed/OOV counts of encoding (empty for
+            splits loaded from the cache).
+        files: the files that were read.
+    """
+
+    schema: Schema
+    encoder: FeatureEncoder
+    splits: dict[str, EncodedSplit]
+    validation: ValidationReport
+    encode_reports: dict[str, EncodeReport] = field(default_factory=dict)
+    files: DataFiles | None = None
+
+    def split(self, name: str, task: str | None = None) -> EncodedSplit:
+        """A split, restricted to a task's ``where`` rows when ``task`` is given."""
+        if name not in self.splits:
+            raise KeyError(f"no split {name!r}; have {sorted(self.splits)}")
+        s = self.splits[name]
+        return s if task is None else s.for_task(self.schema, task)
+
+
+def load_dataset(
+    data_dir: str | Path,
+    schema: Schema | str | Path | None = None,
+    *,
+    tasks: Iterable[str] | None = None,
+    encoder: FeatureEncoder | None = None,
+    cache: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Dataset:
+    """Read, validate and encode a data directory.
+
+    Args:
+        data_dir: holds ``train.*``, ``valid.*``, optional ``test.*`` and ``schema.yaml``.
+        schema: a schema, a schema file, or ``None`` for ``DATA_DIR/schema.yaml``.
+        tasks: tasks that will be trained (validated to exist and to have both
+            label values in train); default every task.
+        encoder: a fitted encoder to reuse (e.g. on resume); default fit on train.
+        cache: reuse/store encoded splits in ``DATA_DIR/.rocketrank_cache``.
+        chunk_rows: chunk size of the chunked shuffle.
+
+    Raises:
+        DataValidationError: listing every problem found.
+        SchemaError: the schema file is missing or invalid.
+        DataReadError: a file cannot be read.
+    """
+    files = find_data_files(data_dir)
+    schema = resolve_schema(files, schema)
+    raw = {s: read_columns(p, schema) for s, p in files.splits.items()}
+    side = {s: read_columns(p, schema) for s, p in files.side_tables.items()}
+    report = validate_columns(schema, dict(raw), tasks, side_tables=side)
+    report.raise_if_problems()
+    if encoder is None:
+        encoder = fit_encoder(schema, raw["train"])
+    cache_dir = files.root / CACHE_DIR_NAME
+    splits: dict[str, EncodedSplit] = {}
+    reports: dict[str, EncodeReport] = {}
+    for name, columns in raw.items():
+        target = None
+        if cache:
+            key = cache_key(schema, encoder, files.splits[name], chunk_rows)
+            target = cache_dir / f"{name}-{key}.pt"
+            if target.is_file():
+                cached = _load_cached(target)
+                if cached is not None:
+                    splits[name] = cached
+                    continue
+        reports[name] = EncodeReport()
+        splits[name] = encode_split(
+            schema, encoder, columns, name=name, chunk_rows=chunk_rows, report=reports[name]
+        )
+        if target is not None:
+            try:
+                cache_dir.mkdir(exist_ok=True)
+                splits[name].save(target)
+            except OSError as exc:  # read-only data directories still train
+                log.warning("cannot write encoded-split cache %s: %s", target, exc)
+    return Dataset(schema, encoder, splits, report, reports, files)
+
+
+def resolve_schema(files: DataFiles, schema: Schema | str | Path | None) -> Schema:
+    """The schema object for a data directory (argument, file, or ``schema.yaml``)."""
+    if isinstance(schema, Schema):
+        return schema
+    if schema is not None:
+        return load_schema(schema)
+    if files.schema is None:
+        raise SchemaError(f"{files.root}: no schema.yaml; pass the schema file explicitly")
+    return load_schema(files.schema)
+
+
+__all__ = [
+    "CACHE_DIR_NAME",
+    "Batch",
+    "Dataset",
+    "EncodedColumns",
+    "EncodedSplit",
+    "cache_key",
+    "encode_columns",
+    "encode_split",
+    "fit_encoder",
+    "load_dataset",
+    "resolve_schema",
+]

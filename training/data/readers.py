@@ -1,0 +1,318 @@
+"""Read log files (Parquet or CSV) into plain numpy columns.
+
+Every reader returns :data:`Columns`, an ordered ``{column name: np.ndarray}``
+mapping with one canonical representation per kind of value, whatever the file
+format or the pandas/pyarrow type it came from:
+
+* integers (any width, pandas nullable ``Int64``, pyarrow ints) → ``int64``;
+  with nulls → ``float64`` with NaN when every value is exact in a float
+  (``|v| < 2**53``), otherwise ``object`` holding Python ints and ``None``
+* booleans → ``int64`` 0/1 (nulls as for integers)
+* floats → ``float64`` (nulls → NaN)
+* strings → ``object`` array of ``str`` (nulls → ``None``)
+* lists (multi-valued categorical) → ``object`` array of 1-d numpy arrays
+  (``int64`` or ``str`` elements; null lists → ``None``)
+* timestamps/dates → ``datetime64``
+
+Multi-valued categorical columns are list columns in Parquet and
+separator-joined strings in CSV. The CSV reader splits them and, when every
+token spells an integer, converts the tokens to ``int64``, so ``"3|5"`` in a
+CSV file encodes exactly like ``[3, 5]`` in a Parquet file.
+
+A data directory holds ``train.parquet`` (or ``train.csv``), ``valid.*``,
+``test.*`` and ``schema.yaml``, and optionally ``users.parquet`` and
+``items.parquet`` (side tables keyed by the user and item id).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from models.contract.features import FeatureType
+from training.data.schema import Schema
+
+Columns = dict[str, np.ndarray]
+"""Ordered ``{column name: 1-d numpy array}``, all of one length."""
+
+SPLITS = ("train", "valid", "test")
+SIDE_TABLES = ("users", "items")
+FORMATS = (".parquet", ".csv")
+_EXACT_FLOAT_INT = 2**53
+
+
+class DataReadError(ValueError):
+    """A data file or directory cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """The files of one data directory.
+
+    Attributes:
+        root: the directory.
+        splits: split name (``train``/``valid``/``test``) → file, for those present.
+        schema: ``schema.yaml`` when present.
+        side_tables: ``users``/``items`` → file, for those present.
+    """
+
+    root: Path
+    splits: dict[str, Path] = field(default_factory=dict)
+    schema: Path | None = None
+    side_tables: dict[str, Path] = field(default_factory=dict)
+
+
+def find_data_files(data_dir: str | Path) -> DataFiles:
+    """Locate the split files, schema and side tables of a data directory.
+
+    Raises:
+        DataReadError: the directory does not exist, or a split exists both as
+            Parquet and as CSV (ambiguous).
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataReadError(f"data directory not found: {root}")
+    splits: dict[str, Path] = {}
+    side: dict[str, Path] = {}
+    for stem, target in [(s, splits) for s in SPLITS] + [(s, side) for s in SIDE_TABLES]:
+        found = [root / f"{stem}{ext}" for ext in FORMATS if (root / f"{stem}{ext}").is_file()]
+        if len(found) > 1:
+            raise DataReadError(f"{root}: both {found[0].name} and {found[1].name} exist; keep one")
+        if found:
+            target[stem] = found[0]
+    schema = root / "schema.yaml"
+    return DataFiles(
+        root=root, splits=splits, schema=schema if schema.is_file() else None, side_tables=side
+    )
+
+
+# --------------------------------------------------------------------------- arrow → numpy
+
+
+def arrow_to_numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Convert one pyarrow column to its canonical numpy representation.
+
+    See the module docstring for the representation of each type.
+    """
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    typ = array.type
+    if pa.types.is_dictionary(typ):
+        return arrow_to_numpy(array.dictionary_decode())
+    if pa.types.is_boolean(typ):
+        return arrow_to_numpy(pc.cast(array, pa.int64()))
+    if pa.types.is_integer(typ):
+        return _integers_to_numpy(array)
+    if pa.types.is_floating(typ):
+        return np.asarray(pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False))
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return np.asarray(array.to_numpy(zero_copy_only=False), dtype=object)
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
+        return _lists_to_numpy(array)
+    if pa.types.is_timestamp(typ) or pa.types.is_date(typ):
+        return np.asarray(array.to_numpy(zero_copy_only=False))
+    return _object_array(array.to_pylist())
+
+
+def _object_array(values: list[Any]) -> np.ndarray:
+    """A 1-d object array (``np.asarray`` would build 2-d arrays from nested lists)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _integers_to_numpy(array: pa.Array) -> np.ndarray:
+    if pa.types.is_uint64(array.type):
+        # uint64 ids above 2**63 would wrap silently; refuse them
+        max_value = pc.max(array).as_py()
+        if max_value is not None and max_value >= 2**63:
+            raise DataReadError(f"uint64 value {max_value} does not fit in int64")
+    array = pc.cast(array, pa.int64())
+    if array.null_count == 0:
+        return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.int64)
+    lo, hi = pc.min(array).as_py(), pc.max(array).as_py()
+    if lo is None or max(abs(lo), abs(hi)) < _EXACT_FLOAT_INT:
+        return np.asarray(pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False))
+    return _object_array(array.to_pylist())
+
+
+def _lists_to_numpy(array: pa.Array) -> np.ndarray:
+    lengths = pc.fill_null(pc.list_value_length(array), 0)
+    lengths = np.asarray(lengths.to_numpy(zero_copy_only=False), dtype=np.int64)
+    valid = np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    # flatten() honours slicing and skips null lists, consistent with `lengths`
+    flat = arrow_to_numpy(array.flatten())
+    out = np.empty(len(array), dtype=object)
+    if len(array):
+        out[:] = np.split(flat, np.cumsum(lengths)[:-1])
+        out[~valid] = None
+    return out
+
+
+def table_to_columns(table: pa.Table) -> Columns:
+    """Convert every column of a pyarrow table (see :func:`arrow_to_numpy`)."""
+    return {name: arrow_to_numpy(table.column(name)) for name in table.column_names}
+
+
+def to_numpy_column(values: Any) -> np.ndarray:
+    """Canonical numpy column from a pandas Series (including nullable and
+    ``ArrowDtype`` columns), a pyarrow array, a numpy array or a list."""
+    if isinstance(values, pa.Array | pa.ChunkedArray):
+        return arrow_to_numpy(values)
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        if values.dtype.kind in "iu":
+            return values.astype(np.int64, copy=False)
+        if values.dtype.kind == "b":
+            return values.astype(np.int64)
+        if values.dtype.kind == "f":
+            return values.astype(np.float64, copy=False)
+        return values
+    try:
+        array = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        # mixed Python objects (e.g. numbers and strings): keep them for validation to report
+        return _object_array(list(values))
+    return arrow_to_numpy(array)
+
+
+def frame_to_columns(frame: Any, columns: Iterable[str] | None = None) -> Columns:
+    """Canonical columns from a pandas DataFrame (see :func:`to_numpy_column`)."""
+    names = list(frame.columns) if columns is None else list(columns)
+    return {str(name): to_numpy_column(frame[name]) for name in names}
+
+
+def columns_to_frame(columns: Mapping[str, np.ndarray]) -> Any:
+    """A pandas DataFrame over the columns (object columns are kept as is)."""
+    import pandas as pd
+
+    return pd.DataFrame({k: pd.Series(v, copy=False) for k, v in columns.items()})
+
+
+# --------------------------------------------------------------------------- files
+
+
+def multi_valued_columns(schema: Schema | None) -> dict[str, str]:
+    """``{column: separator}`` of the schema's multi-valued categorical features."""
+    if schema is None:
+        return {}
+    return {f.name: f.separator for f in schema.features if f.type is FeatureType.MULTI_CATEGORICAL}
+
+
+def read_columns(
+    path: str | Path,
+    schema: Schema | None = None,
+    columns: Iterable[str] | None = None,
+) -> Columns:
+    """Read a Parquet or CSV file into canonical numpy columns.
+
+    Args:
+        path: ``*.parquet`` or ``*.csv``.
+        schema: tells the CSV reader which columns are multi-valued (split on
+            their separator); unused for Parquet.
+        columns: read only these columns (those absent from the file are
+            silently skipped; validation reports them).
+
+    Raises:
+        DataReadError: the file is missing, unreadable or of an unknown format.
+    """
+    return table_to_columns(read_table(path, schema, columns))
+
+
+def read_table(
+    path: str | Path,
+    schema: Schema | None = None,
+    columns: Iterable[str] | None = None,
+) -> pa.Table:
+    """Read a Parquet or CSV file as a pyarrow table (multi-valued CSV cells split
+    into lists, see the module docstring)."""
+    path = Path(path)
+    wanted = None if columns is None else list(dict.fromkeys(columns))
+    try:
+        if path.suffix == ".parquet":
+            present = pq.read_schema(path).names
+            keep = None if wanted is None else [c for c in wanted if c in present]
+            return pq.read_table(path, columns=keep)
+        if path.suffix == ".csv":
+            return _read_csv(path, multi_valued_columns(schema), wanted)
+    except FileNotFoundError as exc:
+        raise DataReadError(f"file not found: {path}") from exc
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataReadError(f"{path}: cannot read: {exc}") from exc
+    raise DataReadError(f"{path}: unknown format (expected .parquet or .csv)")
+
+
+def _read_csv(path: Path, multi: Mapping[str, str], wanted: list[str] | None) -> pa.Table:
+    with path.open(newline="") as fh:
+        header = next(csv.reader(fh), [])
+    keep = None if wanted is None else [c for c in wanted if c in header]
+    bag_cols = [c for c in multi if c in header and (keep is None or c in keep)]
+    convert = pacsv.ConvertOptions(
+        column_types={c: pa.string() for c in bag_cols},
+        include_columns=keep,
+        strings_can_be_null=True,
+    )
+    table = pacsv.read_csv(path, convert_options=convert)
+    for name in bag_cols:
+        idx = table.schema.get_field_index(name)
+        table = table.set_column(idx, name, split_bags(table.column(name), multi[name]))
+    return table
+
+
+def split_bags(strings: pa.Array | pa.ChunkedArray, separator: str) -> pa.Array:
+    """Split separator-joined strings into a list column, dropping empty tokens;
+    tokens become ``int64`` when every one of them spells an integer. Null and
+    empty cells become empty lists."""
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    lists = pc.split_pattern(strings, pattern=separator)
+    tokens = pc.list_flatten(lists)
+    parents = pc.list_parent_indices(lists)
+    keep = pc.not_equal(tokens, "")
+    tokens, parents = pc.filter(tokens, keep), pc.filter(parents, keep)
+    with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        tokens = pc.cast(pc.utf8_trim_whitespace(tokens), pa.int64())
+    counts = np.bincount(
+        np.asarray(parents.to_numpy(zero_copy_only=False), dtype=np.int64), minlength=len(lists)
+    )
+    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    # a CSV cannot tell an empty bag from a missing one: both become empty lists
+    return pa.ListArray.from_arrays(pa.array(offsets), tokens)
+
+
+def read_split_columns(files: DataFiles, split: str, schema: Schema | None = None) -> Columns:
+    """Read one split of a data directory (all its columns)."""
+    if split not in files.splits:
+        raise DataReadError(f"{files.root}: no {split}.parquet or {split}.csv")
+    return read_columns(files.splits[split], schema)
+
+
+__all__ = [
+    "FORMATS",
+    "SIDE_TABLES",
+    "SPLITS",
+    "Columns",
+    "DataFiles",
+    "DataReadError",
+    "arrow_to_numpy",
+    "columns_to_frame",
+    "find_data_files",
+    "frame_to_columns",
+    "multi_valued_columns",
+    "read_columns",
+    "read_split_columns",
+    "read_table",
+    "split_bags",
+    "table_to_columns",
+    "to_numpy_column",
+]
