@@ -216,8 +216,9 @@ class ModelRepository:
     def rollback(self, name: str) -> str:
         """Point ``current`` back at the version promoted before it.
 
-        Walks the history: the current entry is dropped and the most recent earlier
-        promotion whose directory still exists becomes current. Rolling back twice
+        Walks the history: trailing entries that are the current version or no
+        longer exist are dropped, and the most recent remaining promotion becomes
+        current. Rolling back twice
         goes back two promotions.
 
         Returns:
@@ -231,9 +232,7 @@ class ModelRepository:
             if current is None:
                 raise RepositoryError(f"model {name!r}: nothing promoted, nothing to roll back")
             entries = self.history(name)
-            while entries and entries[-1]["version"] == current:
-                entries.pop()
-            existing = set(self.list_versions(name))
+            existing = set(self.list_versions(name)) - {current}
             while entries and entries[-1]["version"] not in existing:
                 entries.pop()
             if not entries:
@@ -288,6 +287,7 @@ class ModelRepository:
 
     # ----------------------------------------------------------------- helpers
     def _require_version(self, name: str, version: str) -> None:
+        version_sort_key(version)
         if version not in self.list_versions(name):
             known = self.list_versions(name)
             raise RepositoryError(

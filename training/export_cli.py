@@ -1,0 +1,70 @@
+"""``rocketrank export``: export a run's light net into a model repository."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from models.contract.artifact import ArtifactError
+from models.contract.repository import RepositoryError
+from training.export import ExportError, ExportOptions, export_run
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, type=Path, help="trained run directory")
+    parser.add_argument("--repo", required=True, type=Path, help="model repository root")
+    parser.add_argument("--name", required=True, help="model name in the repository")
+    parser.add_argument(
+        "--format", default="torchscript", choices=["torchscript"], help="model.pt format"
+    )
+    parser.add_argument(
+        "--quantize",
+        default="none",
+        choices=["none", "int8"],
+        help="int8: int8 embedding rows with a per-row scale (Linear layers stay fp32)",
+    )
+    parser.add_argument(
+        "--items",
+        type=Path,
+        default=None,
+        help="item catalogue for two-tower item vectors (default: <run data>/items.parquet)",
+    )
+    parser.add_argument("--keep", type=int, default=None, help="keep only the newest N versions")
+    parser.add_argument(
+        "--no-promote", action="store_true", help="publish without pointing `current` at it"
+    )
+    parser.add_argument(
+        "--parity-rows", type=int, default=50_000, help="test rows for the parity check"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        options = ExportOptions(
+            format=args.format,
+            quantize=args.quantize,
+            items=args.items,
+            keep=args.keep,
+            promote=not args.no_promote,
+            parity_rows=args.parity_rows,
+        )
+        result = export_run(args.run, args.repo, args.name, options)
+    except (ExportError, ArtifactError, RepositoryError) as exc:
+        print(f"export failed: {exc}")
+        return 1
+    m = result.manifest
+    parity = result.parity
+    print(
+        f"exported {m.name}/{m.version} ({m.kind}, {m.stage}, quantization {m.quantization}, "
+        f"{m.params:,} parameters, {result.size_bytes / 1e6:.2f} MB) -> {result.path}"
+    )
+    print(
+        f"parity on {parity['rows']:,} {parity['source']} rows: max |{parity['space']} diff| "
+        f"{parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:g})"
+    )
+    if result.test_auc:
+        print("test AUC: " + json.dumps({k: round(v, 6) for k, v in result.test_auc.items()}))
+    return 0

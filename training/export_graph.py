@@ -1,0 +1,161 @@
+"""Graph transforms applied to a light-net scorer before it is serialised.
+
+* :func:`fold_batchnorm`: ``Linear → BatchNorm1d`` pairs (eval statistics) become
+  one ``Linear``, so serving does no normalisation arithmetic.
+* :func:`quantize_embeddings`: every ``nn.Embedding`` becomes an
+  :class:`Int8Embedding` (int8 codes, one fp16 scale per row). Embedding tables
+  are almost all of a light net's bytes; its Linear layers are small, so they
+  stay fp32 (``torch.ao`` dynamic quantisation is deprecated and would mostly
+  cost dequantisation time on these widths).
+* :func:`to_torchscript`: script, optionally ``torch.jit.freeze`` (keeping the
+  two-tower methods) and ``optimize_for_inference``.
+
+All transforms work on a deep copy; the trained model is never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import List  # noqa: UP035  (TorchScript resolves typing generics)
+
+import torch
+from torch import Tensor, nn
+
+# fp16 cannot represent smaller positive scales (subnormal minimum); an all-zero
+# row (the padding row) gets this scale and all-zero codes.
+_MIN_SCALE = 2.0**-24
+
+
+class Int8Embedding(nn.Module):
+    """Embedding table stored as int8 codes with a per-row fp16 scale.
+
+    ``row_i ≈ codes[i] · scale[i]`` with ``scale[i] = max|w_i| / 127`` (symmetric,
+    per row). A table of N rows × d costs ``N·(d + 2)`` bytes instead of ``4·N·d``.
+
+    Args:
+        weight: float table ``[N, d]``.
+
+    Shapes: ``forward(ids int64 [*]) -> float32 [*, d]``.
+    """
+
+    def __init__(self, weight: Tensor) -> None:
+        super().__init__()
+        weight = weight.detach().to(torch.float32)
+        scale = (weight.abs().amax(dim=1) / 127.0).clamp_min(_MIN_SCALE).to(torch.float16)
+        # Codes are computed against the fp16-rounded scale that will be stored.
+        codes = torch.round(weight / scale.to(torch.float32).unsqueeze(1)).clamp(-127, 127)
+        self.register_buffer("codes", codes.to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.num_embeddings = int(weight.shape[0])
+        self.embedding_dim = int(weight.shape[1])
+
+    def dequantized(self) -> Tensor:
+        """The float table the codes represent, ``[N, d]``."""
+        return self.codes.to(torch.float32) * self.scale.to(torch.float32).unsqueeze(1)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        flat = ids.reshape(-1)
+        rows = self.codes.index_select(0, flat).to(torch.float32)
+        rows = rows * self.scale.index_select(0, flat).to(torch.float32).unsqueeze(1)
+        shape: List[int] = list(ids.shape)  # noqa: UP006
+        shape.append(self.embedding_dim)
+        return rows.reshape(shape)
+
+
+def fold_batchnorm(module: nn.Module) -> int:
+    """Fold every ``Linear`` directly followed by ``BatchNorm1d`` inside an
+    ``nn.Sequential`` into the Linear (in place; the BatchNorm becomes Identity).
+
+    Uses the running statistics, i.e. eval-mode semantics. Returns the number of
+    folded pairs.
+    """
+    folded = 0
+    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            lin, bn = seq[i], seq[i + 1]
+            if not (isinstance(lin, nn.Linear) and isinstance(bn, nn.BatchNorm1d)):
+                continue
+            if bn.running_mean is None or bn.running_var is None:
+                continue  # track_running_stats=False normalises by batch: not foldable
+            with torch.no_grad():
+                inv_std = torch.rsqrt(bn.running_var + bn.eps)
+                gamma = bn.weight if bn.affine else torch.ones_like(inv_std)
+                beta = bn.bias if bn.affine else torch.zeros_like(inv_std)
+                factor = gamma * inv_std  # [out]
+                bias = lin.bias if lin.bias is not None else torch.zeros_like(inv_std)
+                fused = nn.Linear(lin.in_features, lin.out_features, bias=True)
+                fused.weight.copy_(lin.weight * factor.unsqueeze(1))
+                fused.bias.copy_((bias - bn.running_mean) * factor + beta)
+            seq[i] = fused
+            seq[i + 1] = nn.Identity()
+            folded += 1
+    return folded
+
+
+def quantize_embeddings(module: nn.Module, min_rows: int = 0) -> int:
+    """Replace every ``nn.Embedding`` submodule by an :class:`Int8Embedding` (in place).
+
+    Args:
+        module: the scorer (modified in place).
+        min_rows: keep tables with fewer rows in fp32 — they are a negligible part
+            of the size, and leaving them exact halves the rounding noise when
+            most of a net's features are small-vocabulary ones.
+
+    A table referenced from several places (shared views) is quantised once and
+    stays shared. Returns the number of distinct tables quantised.
+    """
+    done: dict[int, Int8Embedding] = {}
+    for parent in list(module.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.Embedding) and child.num_embeddings >= min_rows:
+                if id(child) not in done:
+                    done[id(child)] = Int8Embedding(child.weight)
+                setattr(parent, child_name, done[id(child)])
+    return len(done)
+
+
+def prepare_scorer(scorer: nn.Module, quantize: str = "none", min_rows: int = 0) -> nn.Module:
+    """A deep copy of ``scorer`` in eval mode with BatchNorm folded and, for
+    ``quantize="int8"``, int8 rows in every table of at least ``min_rows`` rows."""
+    if quantize not in ("none", "int8"):
+        raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
+    model = copy.deepcopy(scorer).eval()
+    fold_batchnorm(model)
+    if quantize == "int8":
+        quantize_embeddings(model, min_rows)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def to_torchscript(
+    model: nn.Module,
+    methods: Sequence[str] = (),
+    freeze: bool = True,
+    optimize: bool = False,
+) -> torch.jit.ScriptModule:
+    """Script ``model``; optionally freeze it and run ``optimize_for_inference``.
+
+    Args:
+        model: an eval-mode scorer (``forward(features) -> [B]``).
+        methods: extra ``@torch.jit.export`` methods that must survive freezing
+            (``user_vector``, ``item_vector`` for two-tower scorers).
+        freeze: inline parameters as constants (``torch.jit.freeze``).
+        optimize: also run ``torch.jit.optimize_for_inference`` (implies freeze).
+    """
+    scripted = torch.jit.script(model.eval())
+    if freeze or optimize:
+        scripted = torch.jit.freeze(scripted, preserved_attrs=list(methods))
+    if optimize:
+        scripted = torch.jit.optimize_for_inference(scripted, other_methods=list(methods))
+    return scripted
+
+
+__all__ = [
+    "Int8Embedding",
+    "fold_batchnorm",
+    "prepare_scorer",
+    "quantize_embeddings",
+    "to_torchscript",
+]
