@@ -1,0 +1,97 @@
+"""Streaming a Parquet split yields exactly the in-memory batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from data_fixtures import make_log, schema, write_frame
+
+from training.data.dataset import Batch, encode_split, fit_encoder
+from training.data.readers import DataReadError, read_columns
+from training.data.streaming import StreamingSplit
+
+
+def _assert_same(a: list[Batch], b: list[Batch]) -> None:
+    assert [len(x) for x in a] == [len(y) for y in b]
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x.user, y.user) and torch.equal(x.group, y.group)
+        assert x.features.keys() == y.features.keys()
+        for k in x.features:
+            assert x.features[k].dtype == y.features[k].dtype
+            assert torch.equal(x.features[k], y.features[k]), k
+        for k in x.labels:
+            assert torch.equal(x.labels[k], y.labels[k]), k
+
+
+@pytest.fixture(scope="module")
+def split_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("stream") / "train.parquet"
+    # 233 rows in row groups of 40: chunks and row groups deliberately misaligned in some cases
+    return write_frame(make_log(233, 4), path, row_group_size=40)
+
+
+@pytest.mark.parametrize(
+    ("chunk_rows", "batch_size", "shuffle", "task"),
+    [
+        (40, 16, True, None),  # chunk == row group
+        (32, 50, True, None),  # chunks span row groups, batches span chunks
+        (64, 7, False, None),
+        (40, 10, True, "cvr"),  # filtered rows
+        (25, 300, True, None),  # one batch bigger than a chunk
+    ],
+)
+def test_streaming_equals_in_memory(
+    split_file: Path, chunk_rows: int, batch_size: int, shuffle: bool, task: str | None
+) -> None:
+    s = schema()
+    cols = read_columns(split_file, s)
+    enc = fit_encoder(s, cols)
+    memory = encode_split(s, enc, cols, chunk_rows=chunk_rows)
+    if task:
+        memory = memory.for_task(s, task)
+    stream = StreamingSplit(split_file, s, enc, task=task, chunk_rows=chunk_rows)
+    assert len(stream) == len(memory)
+    for epoch in (0, 1):
+        a = list(memory.iter_batches(batch_size, shuffle=shuffle, seed=11, epoch=epoch))
+        b = list(stream.iter_batches(batch_size, shuffle=shuffle, seed=11, epoch=epoch))
+        _assert_same(a, b)
+    assert stream.num_batches(batch_size) == len(b)
+
+
+def test_streaming_reads_one_chunk_at_a_time(split_file: Path) -> None:
+    s = schema()
+    enc = fit_encoder(s, read_columns(split_file, s))
+    stream = StreamingSplit(split_file, s, enc, chunk_rows=40)
+    seen: list[int] = []
+    original = stream.encode_chunk
+
+    def spy(chunk: int, report=None):  # type: ignore[no-untyped-def]
+        out = original(chunk, report)
+        seen.append(len(out))
+        return out
+
+    stream.encode_chunk = spy  # type: ignore[method-assign]
+    batches = stream.iter_batches(16, shuffle=True, seed=0)
+    next(batches)
+    assert seen == [40] or seen == [233 % 40]  # the first batch needed exactly one chunk
+    rows = sum(len(b) for b in batches) + 16
+    assert rows == 233 and sum(seen) == 233 and max(seen) <= 40
+
+
+def test_rows_of_a_range_span_row_groups(split_file: Path) -> None:
+    s = schema()
+    enc = fit_encoder(s, read_columns(split_file, s))
+    stream = StreamingSplit(split_file, s, enc)
+    full = read_columns(split_file, s)
+    part = stream.read_rows(35, 125).column("user_id").to_numpy()
+    assert part.tolist() == full["user_id"][35:125].tolist()
+
+
+def test_streaming_needs_parquet(tmp_path: Path) -> None:
+    path = write_frame(make_log(10, 0), tmp_path / "train.csv")
+    s = schema()
+    enc = fit_encoder(s, read_columns(path, s))
+    with pytest.raises(DataReadError, match="Parquet"):
+        StreamingSplit(path, s, enc)
