@@ -1,0 +1,178 @@
+"""Fast, strict parsing of ``POST /v1/rank`` bodies into a :class:`RankQuery`.
+
+The body is parsed with orjson; the small fields go through pydantic
+(:class:`RankRequestHead`); the candidate list becomes a numpy int64 array in
+one call. Python-level checks run only where numpy cannot tell (bools hiding
+among 0/1 ids) or when the list holds objects with inline features.
+
+Every problem raises :class:`RequestError` with FastAPI-style ``detail`` entries
+whose ``loc`` names the field, e.g. ``["body", "candidates", 3]``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import ValidationError
+
+from service.api.schemas import INT64_MAX, INT64_MIN, CandidateObject, RankRequestHead
+from service.ranking import RankQuery
+from service.settings import Settings
+
+_MAX_REPORTED = 5
+
+
+class RequestError(Exception):
+    """A client error: HTTP ``status`` and a list of ``{loc, msg, type}`` entries."""
+
+    def __init__(self, status: int, detail: list[dict[str, Any]]) -> None:
+        super().__init__(detail[0]["msg"] if detail else "bad request")
+        self.status = status
+        self.detail = detail
+
+
+def error(
+    loc: list[str | int], msg: str, kind: str = "value_error", status: int = 422
+) -> RequestError:
+    return RequestError(status, [{"loc": ["body", *loc], "msg": msg, "type": kind}])
+
+
+def _pydantic_detail(exc: ValidationError, prefix: list[str | int]) -> list[dict[str, Any]]:
+    # Only loc, msg and type: echoing the input could return megabytes (or secrets).
+    return [
+        {"loc": ["body", *prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def _int_candidates(values: list[Any]) -> np.ndarray | None:
+    """The fast path: a list of plain ints → int64 array, or None when it is not one."""
+    try:
+        arr = np.array(values)
+    except (ValueError, OverflowError):
+        return None
+    if arr.ndim != 1 or arr.dtype != np.int64:
+        return None
+    # numpy turns JSON true/false into 1/0 next to ints; only those positions need a look.
+    suspects = np.flatnonzero((arr == 0) | (arr == 1))
+    for i in suspects.tolist():
+        if type(values[i]) is not int:
+            return None
+    return arr
+
+
+def _slow_candidates(
+    values: list[Any],
+) -> tuple[np.ndarray, dict[int, Mapping[str, Any]]]:
+    """Mixed lists: ids and objects with inline features, checked one by one."""
+    ids = np.empty(len(values), dtype=np.int64)
+    inline: dict[int, Mapping[str, Any]] = {}
+    problems: list[dict[str, Any]] = []
+    for i, value in enumerate(values):
+        if type(value) is int:
+            if INT64_MIN <= value <= INT64_MAX:
+                ids[i] = value
+                continue
+            problems.append(
+                {
+                    "loc": ["body", "candidates", i],
+                    "msg": "item id is outside the int64 range",
+                    "type": "int64_range",
+                }
+            )
+        elif isinstance(value, dict):
+            try:
+                obj = CandidateObject.model_validate(value)
+            except ValidationError as exc:
+                problems.extend(_pydantic_detail(exc, ["candidates", i]))
+            else:
+                ids[i] = obj.item_id
+                if obj.features:
+                    inline[i] = obj.features
+                continue
+        else:
+            problems.append(
+                {
+                    "loc": ["body", "candidates", i],
+                    "msg": "expected an int64 item id or an object with item_id and features",
+                    "type": "candidate_type",
+                }
+            )
+        if len(problems) >= _MAX_REPORTED:
+            break
+    if problems:
+        raise RequestError(422, problems)
+    return ids, inline
+
+
+def parse_rank_request(body: bytes, settings: Settings) -> tuple[str, RankQuery]:
+    """Parse and validate a rank body.
+
+    Returns:
+        ``(request_id, query)``; the request id is generated when the body has none.
+
+    Raises:
+        RequestError: 422 naming the field for any invalid or out-of-limit value.
+    """
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise error([], f"invalid JSON: {exc}", "json_invalid") from None
+    if not isinstance(data, dict):
+        raise error([], "expected a JSON object", "model_type")
+    candidates = data.pop("candidates", None)
+    try:
+        head = RankRequestHead.model_validate(data)
+    except ValidationError as exc:
+        detail = _pydantic_detail(exc, [])
+        if candidates is None:
+            detail.insert(
+                0, {"loc": ["body", "candidates"], "msg": "Field required", "type": "missing"}
+            )
+        raise RequestError(422, detail) from None
+    if candidates is None:
+        raise error(["candidates"], "Field required", "missing")
+    if not isinstance(candidates, list):
+        raise error(["candidates"], "expected a list of item ids", "list_type")
+    if not candidates:
+        raise error(["candidates"], "must hold at least one candidate", "too_short")
+    limit = settings.max_fine_candidates if head.stage == "fine" else settings.max_candidates
+    if len(candidates) > limit:
+        raise error(
+            ["candidates"],
+            f"{len(candidates)} candidates exceed the limit of {limit} for stage {head.stage!r}",
+            "too_long",
+        )
+    top_k = head.top_k if head.top_k is not None else settings.default_top_k
+    coarse_top_k = (
+        head.coarse_top_k if head.coarse_top_k is not None else settings.default_coarse_top_k
+    )
+    if top_k > settings.max_top_k:
+        raise error(["top_k"], f"must be at most {settings.max_top_k}", "less_than_equal")
+    if coarse_top_k > settings.max_candidates:
+        raise error(
+            ["coarse_top_k"], f"must be at most {settings.max_candidates}", "less_than_equal"
+        )
+
+    ids = _int_candidates(candidates)
+    inline: dict[int, Mapping[str, Any]] = {}
+    if ids is None:
+        ids, inline = _slow_candidates(candidates)
+    return head.request_id or new_request_id(), RankQuery(
+        user_id=head.user_id,
+        candidate_ids=ids,
+        stage=head.stage,
+        top_k=top_k,
+        coarse_top_k=coarse_top_k,
+        user_features=head.user_features,
+        context=head.context,
+        inline=inline,
+    )
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex

@@ -1,0 +1,154 @@
+"""``POST /v1/rank``: read the body (size-limited), then parse, fetch features,
+score and serialise in the service's thread pool, never on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from service.api.deps import ServiceState, StateDep
+from service.api.parsing import RequestError, error, parse_rank_request
+from service.api.schemas import EXAMPLE_IDS, EXAMPLE_INLINE, ErrorResponse, RankResponse
+from service.ranking import FeatureValueError, RankResult
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["ranking"])
+
+_JSON = "application/json"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes with 413 without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise error([], "invalid Content-Length header", "header", status=400) from None
+        if size > limit:
+            raise error([], f"body of {size} bytes exceeds the limit of {limit}", "too_large", 413)
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise error([], f"body exceeds the limit of {limit} bytes", "too_large", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _detail(exc: RequestError) -> bytes:
+    return orjson.dumps({"detail": exc.detail})
+
+
+def _serialize(request_id: str, stage: str, result: RankResult, start: float) -> bytes:
+    t = time.perf_counter()
+    ids = result.item_ids.tolist()
+    scores = result.scores.tolist()
+    if result.coarse_scores is not None:
+        coarse = result.coarse_scores.tolist()
+        items = [
+            {"item_id": i, "score": s, "coarse_score": c} for i, s, c in zip(ids, scores, coarse)
+        ]
+    else:
+        items = [{"item_id": i, "score": s} for i, s in zip(ids, scores)]
+    items_json = orjson.dumps(items)
+    timing = result.timing_ms
+    timing["serialize"] = (time.perf_counter() - t) * 1e3
+    timing["total"] = (time.perf_counter() - start) * 1e3
+    return orjson.dumps(
+        {
+            "request_id": request_id,
+            "stage": stage,
+            "model_versions": result.model_versions,
+            "items": orjson.Fragment(items_json),
+            "unknown_item_ids": result.unknown_item_ids,
+            "unknown_user": result.unknown_user,
+            "degraded": result.degraded,
+            "timing_ms": timing,
+        }
+    )
+
+
+def process(state: ServiceState, body: bytes, start: float) -> tuple[int, bytes, str]:
+    """Parse → rank → serialise one request. Returns ``(status, body, stage label)``."""
+    settings = state.settings
+    t = time.perf_counter()
+    try:
+        request_id, query = parse_rank_request(body, settings)
+    except RequestError as exc:
+        return exc.status, _detail(exc), "invalid"
+    parse_ms = (time.perf_counter() - t) * 1e3
+    roles = ("coarse", "fine") if query.stage == "cascade" else (query.stage,)
+    configured = settings.stage_models
+    missing = [r for r in roles if r not in configured]
+    if missing:
+        exc = error(["stage"], f"stage {query.stage!r} needs a {missing[0]} model, which this "
+                    "service is not configured to serve", "stage_unavailable")  # fmt: skip
+        return exc.status, _detail(exc), query.stage
+    models = state.registry.snapshot()
+    not_loaded = [r for r in roles if r not in models]
+    if not_loaded:
+        message = f"no {not_loaded[0]} model is loaded yet; try again later"
+        return 503, orjson.dumps({"detail": message}), query.stage
+    try:
+        result = state.ranker.rank(query, models)
+    except FeatureValueError as exc:
+        return 422, _detail(error(list(exc.loc), str(exc), "feature_value")), query.stage
+    except Exception:
+        log.exception("rank request %s failed", request_id)
+        return 500, orjson.dumps({"detail": "internal error"}), query.stage
+    result.timing_ms = {"parse": parse_ms, **result.timing_ms}
+    payload = _serialize(request_id, query.stage, result, start)
+    observe = state.metrics.step_duration
+    for step, ms in result.timing_ms.items():
+        if step != "total":
+            observe.labels(step).observe(ms / 1e3)
+    state.metrics.candidates.labels(query.stage).observe(len(query.candidate_ids))
+    return 200, payload, query.stage
+
+
+@router.post(
+    "/v1/rank",
+    response_model=RankResponse,
+    summary="Rank candidates for a user",
+    responses={
+        413: {"model": ErrorResponse, "description": "body larger than the configured limit"},
+        422: {"model": ErrorResponse, "description": "invalid field (named in detail[].loc)"},
+        503: {"model": ErrorResponse, "description": "the stage's model is not loaded yet"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                _JSON: {
+                    "schema": {"$ref": "#/components/schemas/RankRequest"},
+                    "examples": {"ids": EXAMPLE_IDS, "inline": EXAMPLE_INLINE},
+                }
+            },
+        }
+    },
+)
+async def rank(request: Request, state: StateDep) -> Response:
+    """Score `candidates` for `user_id` with the coarse and/or fine light net; best first.
+
+    Ids are int64. `unknown_item_ids` lists candidates scored with default
+    features; `degraded` is true when the feature store could not answer.
+    """
+    start = time.perf_counter()
+    try:
+        body = await read_body(request, state.settings.max_body_bytes)
+    except RequestError as exc:
+        status, payload, stage = exc.status, _detail(exc), "invalid"
+    else:
+        loop = asyncio.get_running_loop()
+        status, payload, stage = await loop.run_in_executor(
+            state.executor, process, state, body, start
+        )
+    state.metrics.requests.labels(stage, str(status)).inc()
+    state.metrics.request_duration.labels(stage).observe(time.perf_counter() - start)
+    return Response(payload, status_code=status, media_type=_JSON)

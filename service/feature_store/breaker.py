@@ -1,0 +1,77 @@
+"""A small thread-safe circuit breaker for calls to a remote store.
+
+closed → (``failures`` consecutive errors) → open → (``cooldown_s`` later, one
+probe call allowed) → half-open → closed on success, open again on failure.
+While open, callers skip the remote call entirely, so a dead dependency costs
+nothing per request instead of one timeout per request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from enum import StrEnum
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    """Args:
+    failures: consecutive failures that open the circuit.
+    cooldown_s: seconds the circuit stays open before one probe is let through.
+    clock: monotonic time source (injectable for tests).
+    """
+
+    def __init__(
+        self, failures: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if failures < 1 or cooldown_s <= 0:
+            raise ValueError("failures must be >= 1 and cooldown_s > 0")
+        self.failures = failures
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = BreakerState.CLOSED
+        self._consecutive = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    @property
+    def state(self) -> BreakerState:
+        with self._lock:
+            if (
+                self._state is BreakerState.OPEN
+                and self._clock() - self._opened_at >= self.cooldown_s
+            ):
+                return BreakerState.HALF_OPEN
+            return self._state
+
+    def allow(self) -> bool:
+        """Whether a call may go to the remote store now (claims the probe when half-open)."""
+        with self._lock:
+            if self._state is BreakerState.CLOSED:
+                return True
+            if self._probing or self._clock() - self._opened_at < self.cooldown_s:
+                return False
+            self._probing = True
+            self._state = BreakerState.HALF_OPEN
+            return True
+
+    def record_success(self) -> None:
+        with self._lock:
+            self._state = BreakerState.CLOSED
+            self._consecutive = 0
+            self._probing = False
+
+    def record_failure(self) -> None:
+        with self._lock:
+            self._consecutive += 1
+            if self._state is BreakerState.HALF_OPEN or self._consecutive >= self.failures:
+                self._state = BreakerState.OPEN
+                self._opened_at = self._clock()
+            self._probing = False

@@ -1,0 +1,147 @@
+"""Prometheus metrics of the scoring service (names pinned in docs/INTERNALS.md).
+
+Each app owns a :class:`ServiceMetrics` with its own registry, so several apps
+(tests) never collide in prometheus-client's global registry. When
+``PROMETHEUS_MULTIPROC_DIR`` is set (several uvicorn workers), every worker
+writes its values to that directory and ``/metrics`` aggregates all workers with
+a ``MultiProcessCollector``; the directory must be emptied before the workers
+start (``rocketrank serve`` does it).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+PREFIX = "rocketrank_"
+# 0.5 ms … 1 s: the service answers in a few ms, the default buckets (≥ 5 ms) cannot show it.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.004,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+CANDIDATE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000)
+STEPS = (
+    "parse",
+    "feature_fetch",
+    "preprocess",
+    "coarse_inference",
+    "fine_inference",
+    "postprocess",
+    "serialize",
+)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class ServiceMetrics:
+    """All service metrics.
+
+    Attributes:
+        requests: ``requests_total{stage,code}``.
+        request_duration: ``request_duration_seconds{stage}``.
+        step_duration: ``step_duration_seconds{step}``.
+        candidates: ``candidates{stage}`` (candidates per request).
+        unknown_ids: ``unknown_ids_total{side}`` (user / item).
+        store_errors: ``feature_store_errors_total{store}``.
+        store_duration: ``feature_store_duration_seconds{store}``.
+        degraded: ``degraded_requests_total``.
+        model_info: ``model_info{stage,name,version}`` = 1 for the served versions.
+        reloads: ``reloads_total{result}`` (success / failed / unchanged-free).
+    """
+
+    def __init__(self) -> None:
+        self.multiprocess = multiprocess_dir() is not None
+        # In multiprocess mode values live in files; the metric objects need no registry.
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = None if self.multiprocess else self.registry
+        self.requests = Counter(
+            PREFIX + "requests", "Rank requests by stage and HTTP status code.",
+            ["stage", "code"], registry=reg,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            PREFIX + "request_duration_seconds", "Server-side time of a rank request.",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.step_duration = Histogram(
+            PREFIX + "step_duration_seconds", "Time of one step of a rank request.",
+            ["step"], buckets=LATENCY_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.candidates = Histogram(
+            PREFIX + "candidates", "Candidates per rank request.",
+            ["stage"], buckets=CANDIDATE_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.unknown_ids = Counter(
+            PREFIX + "unknown_ids", "Ids unknown to the feature store (scored with defaults).",
+            ["side"], registry=reg,
+        )  # fmt: skip
+        self.store_errors = Counter(
+            PREFIX + "feature_store_errors", "Failed or skipped (circuit open) store calls.",
+            ["store"], registry=reg,
+        )  # fmt: skip
+        self.store_duration = Histogram(
+            PREFIX + "feature_store_duration_seconds", "Time of one user-feature lookup.",
+            ["store"], buckets=LATENCY_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.degraded = Counter(
+            PREFIX + "degraded_requests", "Requests answered with default features.",
+            registry=reg,
+        )  # fmt: skip
+        self.model_info = Gauge(
+            PREFIX + "model_info", "Served model versions (value 1).",
+            ["stage", "name", "version"], registry=reg, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.reloads = Counter(
+            PREFIX + "reloads", "Model loads by result (success, failed).",
+            ["result"], registry=reg,
+        )  # fmt: skip
+        # Pre-create label sets so every series exists (at 0) before the first event.
+        for result in ("success", "failed"):
+            self.reloads.labels(result)
+        for side in ("user", "item"):
+            self.unknown_ids.labels(side)
+
+    def set_model(self, stage: str, name: str, version: str, previous: str | None) -> None:
+        """Record that ``stage`` now serves ``name@version`` (and no longer ``previous``)."""
+        if previous is not None and previous != version:
+            self.model_info.labels(stage, name, previous).set(0)
+        self.model_info.labels(stage, name, version).set(1)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type (all workers in multiprocess mode)."""
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def worker_exit(self) -> None:
+        """Drop this worker's live gauges from the multiprocess aggregation."""
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())

@@ -1,0 +1,145 @@
+"""Service configuration: one pydantic-settings ``Settings`` read from ``ROCKETRANK_*``.
+
+Every field can be set from an environment variable named ``ROCKETRANK_<FIELD>``
+(e.g. ``ROCKETRANK_REPO=/models``, ``ROCKETRANK_REDIS_URL=redis://host:6379/0``).
+An environment variable with the prefix that names no field is an error, so a
+typo such as ``ROCKETRANK_REDIS_ULR`` stops the service at start-up instead of
+being silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "ROCKETRANK_"
+
+
+class SettingsError(ValueError):
+    """The configuration is invalid; the message names the setting."""
+
+
+class Settings(BaseSettings):
+    """Scoring-service configuration.
+
+    Attributes:
+        repo: model repository root (``REPO/NAME/VERSION`` + ``current`` pointers).
+        coarse_model: model name served for the coarse stage (empty = no coarse stage).
+        fine_model: model name served for the fine stage (empty = no fine stage).
+        features_dir: folder with ``users.parquet`` and ``items.parquet`` (embedded store).
+        redis_url: Redis feature store; takes precedence over ``features_dir``.
+        redis_prefix: key prefix written by ``rocketrank features load``.
+        redis_version: feature version to read; empty = follow ``<prefix>current``.
+        redis_timeout_ms: socket connect/read timeout of one Redis call.
+        breaker_failures: consecutive Redis failures that open the circuit breaker.
+        breaker_cooldown_s: time the breaker stays open before a half-open probe.
+        item_refresh_s: how often item features are re-read from Redis (0 = only on reload).
+        user_id_column: id column of the user table; a served feature of this name is
+            encoded from the request's ``user_id``.
+        item_id_column: id column of the item table; a served feature of this name is
+            encoded from the candidate ids.
+        reload_interval_s: how often the ``current`` pointers are polled (0 = never).
+        admin_token: bearer token for ``/admin/*``; unset disables the admin endpoints.
+        max_body_bytes: request bodies larger than this are refused with 413.
+        max_candidates: candidate lists longer than this are refused with 422.
+        max_fine_candidates: limit for ``stage=fine`` (the MLP scores every candidate).
+        max_top_k: upper bound of ``top_k`` and ``coarse_top_k``.
+        default_top_k: ``top_k`` when the request omits it.
+        default_coarse_top_k: ``coarse_top_k`` when the request omits it.
+        workers: uvicorn worker processes (used to size torch threads).
+        torch_threads: intra-op threads per worker; 0 = cores // workers.
+        rank_threads: threads that run feature fetch and inference off the event loop.
+        warmup_rounds: scoring passes over a sample before a model is swapped in.
+        log_level: Python logging level name.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    repo: Path
+    coarse_model: str = "coarse"
+    fine_model: str = "fine"
+    features_dir: Path | None = None
+    redis_url: str | None = None
+    redis_prefix: str = "rocketrank:"
+    redis_version: str = ""
+    redis_timeout_ms: float = Field(20.0, gt=0, le=10_000)
+    breaker_failures: int = Field(3, ge=1)
+    breaker_cooldown_s: float = Field(2.0, gt=0)
+    item_refresh_s: float = Field(300.0, ge=0)
+    user_id_column: str = "user_id"
+    item_id_column: str = "item_id"
+    reload_interval_s: float = Field(5.0, ge=0)
+    admin_token: SecretStr | None = None
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_candidates: int = Field(20_000, ge=1)
+    max_fine_candidates: int = Field(2_000, ge=1)
+    max_top_k: int = Field(1_000, ge=1)
+    default_top_k: int = Field(50, ge=1)
+    default_coarse_top_k: int = Field(500, ge=1)
+    workers: int = Field(1, ge=1, le=64)
+    torch_threads: int = Field(0, ge=0)
+    rank_threads: int = Field(2, ge=1, le=64)
+    warmup_rounds: int = Field(3, ge=1)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.coarse_model and not self.fine_model:
+            raise ValueError("at least one of coarse_model and fine_model must be set")
+        if self.default_top_k > self.max_top_k:
+            raise ValueError("default_top_k must not exceed max_top_k")
+        if self.redis_url is None and self.features_dir is None:
+            raise ValueError("set features_dir (embedded store) or redis_url (Redis store)")
+        return self
+
+    @property
+    def effective_torch_threads(self) -> int:
+        """Intra-op threads so that workers × threads never exceeds the cores."""
+        if self.torch_threads:
+            return self.torch_threads
+        return max(1, (os.cpu_count() or 1) // self.workers)
+
+    @property
+    def stage_models(self) -> dict[str, str]:
+        """Stage role -> model name, only for the configured stages."""
+        return {
+            role: name
+            for role, name in (("coarse", self.coarse_model), ("fine", self.fine_model))
+            if name
+        }
+
+
+def unknown_env(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``ROCKETRANK_*`` variables that name no setting (sorted)."""
+    environ = os.environ if environ is None else environ
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(
+        key for key in environ if key.upper().startswith(ENV_PREFIX) and key.upper() not in known
+    )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (plus explicit overrides).
+
+    Raises:
+        SettingsError: an unknown ``ROCKETRANK_*`` variable or an invalid value,
+            with the offending names in the message.
+    """
+    unknown = unknown_env()
+    if unknown:
+        allowed = sorted(ENV_PREFIX + n.upper() for n in Settings.model_fields)
+        raise SettingsError(f"unknown setting(s) {unknown}; allowed: {allowed}")
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:
+        raise SettingsError(f"invalid service settings: {exc}") from exc
