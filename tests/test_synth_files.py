@@ -13,7 +13,7 @@ import pytest
 import training.synth as synth
 from models.contract.features import FeatureEncoder, Side
 from rocketrank.cli import main as rocketrank
-from training.data.schema import load_schema
+from training.data.schema import Schema, load_schema
 from training.evaluate import auc
 
 ROWS = 6_000
@@ -130,3 +130,18 @@ def test_cli_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture
     a_file.write_text("")
     assert rocketrank(["synth", "--out", str(a_file), "--rows", "1000"]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_written_schema_is_the_documented_one(out_dir: Path) -> None:
+    text = (out_dir / "schema.yaml").read_text()
+    assert text == synth.schema_yaml()
+    assert load_schema(out_dir / "schema.yaml") == Schema.from_dict(synth.schema_dict())
+
+
+def test_same_arguments_write_identical_bytes(tmp_path: Path) -> None:
+    for run in ("a", "b"):
+        synth.write(tmp_path / run, rows=1_500, seed=9, users=100, items=80)
+    for name in (*FILES, "schema"):
+        suffix = "yaml" if name == "schema" else "parquet"
+        a = (tmp_path / "a" / f"{name}.{suffix}").read_bytes()
+        assert a == (tmp_path / "b" / f"{name}.{suffix}").read_bytes(), name

@@ -154,9 +154,9 @@ class SynthConfig:
             ("seed", self.seed, 0, 2**63 - 1),
         ]
         if self.users is not None:
-            checks.append(("users", self.users, 10, 10**8))
+            checks.append(("users", self.users, 10, 10**7))
         if self.items is not None:
-            checks.append(("items", self.items, 20, 10**8))
+            checks.append(("items", self.items, 20, 10**7))
         for name, value, low, high in checks:
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise SynthConfigError(
@@ -506,21 +506,30 @@ def _split_by_request_time(log: pd.DataFrame, imp: _Impressions) -> list[pd.Data
 # --------------------------------------------------------------------------- files
 
 
+def _categorical(name: str, side: str, dim: int, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": "categorical", "side": side, **extra, "dim": dim}
+
+
+def _numeric(name: str, side: str, transform: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": "numeric", "side": side, "transform": transform, **extra}
+
+
 def schema_dict(name: str = "synthetic_feed") -> dict[str, Any]:
-    """The schema of the generated log (valid for ``training.data.schema``)."""
-    feats: list[dict[str, Any]] = [
-        {"name": "user_id", "type": "categorical", "side": "user", "min_count": 2, "dim": 16},
-        {"name": "age_bucket", "type": "categorical", "side": "user", "dim": 4},
-        {"name": "gender", "type": "categorical", "side": "user", "dim": 4},
-        {"name": "city_tier", "type": "categorical", "side": "user", "dim": 4},
-        {"name": "activity_level", "type": "categorical", "side": "user", "dim": 4},
-        {"name": "purchasing_power", "type": "categorical", "side": "user", "dim": 4},
-        {"name": "item_id", "type": "categorical", "side": "item", "min_count": 2, "dim": 16},
-        {"name": "category_id", "type": "categorical", "side": "item", "dim": 8},
-        {"name": "shop_id", "type": "categorical", "side": "item", "min_count": 2, "dim": 8},
-        {"name": "brand_id", "type": "categorical", "side": "item", "min_count": 2, "dim": 8},
-        {"name": "price", "type": "numeric", "side": "item", "transform": "log1p_standardize"},
-        {"name": "price_bucket", "type": "categorical", "side": "item", "dim": 4},
+    """The schema of the generated log (valid for ``training.data.schema``).
+
+    Ids take a vocabulary fitted on train; ids seen once map to the OOV row
+    (``min_count: 2``), which is also what an unseen id gets at serving time.
+    """
+    log1p_std = "log1p_standardize"
+    feats = [
+        _categorical("user_id", "user", 16, min_count=2),
+        *(_categorical(n, "user", 4) for n in USER_FEATURES),
+        _categorical("item_id", "item", 16, min_count=2),
+        _categorical("category_id", "item", 8),
+        _categorical("shop_id", "item", 8, min_count=2),
+        _categorical("brand_id", "item", 8, min_count=2),
+        _numeric("price", "item", log1p_std),
+        _categorical("price_bucket", "item", 4),
         {
             "name": "tags",
             "type": "multi_categorical",
@@ -528,49 +537,23 @@ def schema_dict(name: str = "synthetic_feed") -> dict[str, Any]:
             "max_len": MAX_TAGS,
             "dim": 8,
         },
-        {"name": "position", "type": "categorical", "side": "context", "dim": 4},
-        {"name": "hour", "type": "categorical", "side": "context", "dim": 4},
-        {"name": "device", "type": "categorical", "side": "context", "dim": 4},
-        {
-            "name": "user_cat_clicks_7d",
-            "type": "numeric",
-            "side": "cross",
-            "transform": "log1p_standardize",
-            "default": 0.0,
-        },
-        {
-            "name": "user_shop_clicks_30d",
-            "type": "numeric",
-            "side": "cross",
-            "transform": "log1p_standardize",
-            "default": 0.0,
-        },
-        {
-            "name": "user_shop_days_since_click",
-            "type": "numeric",
-            "side": "cross",
-            "transform": "log1p_standardize",
-            "default": NO_SHOP_CLICK_DAYS,
-        },
-        {"name": "dwell_time_s", "type": "numeric", "side": "cross"},
-        {"name": "reviews_viewed", "type": "numeric", "side": "cross"},
-        {"name": "chatted_with_seller", "type": "numeric", "side": "cross"},
-        {"name": "added_to_cart", "type": "numeric", "side": "cross"},
+        *(_categorical(n, "context", 4) for n in CONTEXT_FEATURES),
+        _numeric("user_cat_clicks_7d", "cross", log1p_std, default=0.0),
+        _numeric("user_shop_clicks_30d", "cross", log1p_std, default=0.0),
+        _numeric("user_shop_days_since_click", "cross", log1p_std, default=NO_SHOP_CLICK_DAYS),
+        _numeric("dwell_time_s", "cross", log1p_std, default=0.0),
+        _numeric("reviews_viewed", "cross", log1p_std, default=0.0),
+        _numeric("chatted_with_seller", "cross", "none", default=0.0),
+        _numeric("added_to_cart", "cross", "none", default=0.0),
     ]
-    for f in feats:
-        if f["name"] in ("dwell_time_s", "reviews_viewed"):
-            f["transform"] = "log1p_standardize"
-        if f["name"] in POST_CLICK_FEATURES:
-            f["default"] = 0.0
     return {
         "version": 1,
         "name": name,
         "ids": {"request": "request_id", "user": "user_id", "item": "item_id", "timestamp": "ts"},
         "labels": {"click": {"column": "click"}, "conversion": {"column": "conversion"}},
         "tasks": {
-            # position is known only after ranking: the booster may use it, the served net not
-            # post-click features are nonzero exactly on clicked rows: a CTR model must not
-            # see them at all, not even the booster
+            # position is known only after ranking: the booster may use it, the served net not.
+            # Post-click features are nonzero exactly on clicked rows: no CTR model may see them.
             "ctr": {
                 "label": "click",
                 "privileged": [*INTERACTED_FEATURES, "position"],
@@ -584,6 +567,40 @@ def schema_dict(name: str = "synthetic_feed") -> dict[str, Any]:
         },
         "features": feats,
     }
+
+
+_FEATURE_GROUPS = (
+    ("user", ["user_id", *USER_FEATURES]),
+    ("item", ["item_id", *ITEM_FEATURES]),
+    ("context (position is known only after ranking: privileged)", CONTEXT_FEATURES),
+    ("user×item interacted, daily batch of the click history (privileged)", INTERACTED_FEATURES),
+    (
+        "post-click, 0 on unclicked rows (privileged for cvr, excluded from ctr)",
+        POST_CLICK_FEATURES,
+    ),
+)
+
+
+def schema_yaml() -> str:
+    """``schema_dict()`` as commented YAML, one feature per line."""
+    data = schema_dict()
+    head = {k: v for k, v in data.items() if k != "features"}
+    by_name = {f["name"]: f for f in data["features"]}
+    lines = [
+        "# Schema of the synthetic feed written by `rocketrank synth` (docs/SYNTHETIC.md).",
+        yaml.safe_dump(head, sort_keys=False).rstrip(),
+        "features:",
+    ]
+    for title, names in _FEATURE_GROUPS:
+        lines.append(f"  # {title}")
+        for name in names:
+            flow = yaml.safe_dump(
+                by_name.pop(name), default_flow_style=True, sort_keys=False, width=1000
+            )
+            lines.append(f"  - {flow.strip()}")
+    if by_name:  # keeps the groups honest when a feature is added
+        raise AssertionError(f"features without a group in schema.yaml: {sorted(by_name)}")
+    return "\n".join(lines) + "\n"
 
 
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -668,11 +685,7 @@ def write(
     for name in (*SPLITS, "users", "items"):
         _write_parquet(frames[name], out / f"{name}.parquet")
     schema_path = out / "schema.yaml"
-    header = (
-        "# Schema of the synthetic feed written by `rocketrank synth` (see docs/SYNTHETIC.md).\n"
-        "# Post-click features are 0 on unclicked rows; they are privileged (booster only).\n"
-    )
-    schema_path.write_text(header + yaml.safe_dump(schema_dict(), sort_keys=False))
+    schema_path.write_text(schema_yaml())
     schema: Schema = load_schema(schema_path)  # fail here, not in the trainer
     missing = sorted(set(schema.required_columns()) - set(frames["train"].columns))
     if missing:

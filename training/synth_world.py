@@ -81,7 +81,9 @@ class GroupSampler:
     """Draws a member of a group with probability proportional to its weight.
 
     One ``searchsorted`` for a whole batch of draws: members are laid out by
-    group on ``[g, g + 1)`` by their within-group cumulative weight.
+    group on ``[g, g + 1)`` by their within-group cumulative weight. Draw only
+    from groups with positive total weight (an empty group yields a member of
+    the next group).
     """
 
     def __init__(self, groups: np.ndarray, weights: np.ndarray, n_groups: int) -> None:
@@ -96,7 +98,6 @@ class GroupSampler:
         last[:-1] = g[1:] != g[:-1]
         within[last] = 1.0  # no rounding gap at the end of a group
         self.keys = g + within
-        self.nonempty = total > 0
 
     def draw(self, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Members (indices into the constructor's arrays) for each group in ``groups``."""
@@ -115,6 +116,11 @@ class EventIndex:
         self.offset = HISTORY_DAYS * SECONDS_PER_DAY
         self.shift = int(self.offset + days * SECONDS_PER_DAY + 1).bit_length()
         self.mask = (1 << self.shift) - 1
+        if len(keys) and int(np.max(keys)) >= 1 << (63 - self.shift):
+            raise ValueError(
+                f"history keys up to {int(np.max(keys))} do not fit next to {self.shift} time "
+                "bits in int64: fewer users, shops or days"
+            )
         self.sorted = np.sort(self._pack(keys, times))
 
     def _pack(self, keys: np.ndarray, times: np.ndarray) -> np.ndarray:
@@ -151,6 +157,8 @@ def affinity(u: np.ndarray, v: np.ndarray, ui: np.ndarray, vi: np.ndarray) -> np
 
 @dataclass
 class Users:
+    """The user population: features (``frame``) and the hidden truth about each user."""
+
     ids: np.ndarray  # int64 [U]
     frame: pd.DataFrame  # user_id + USER_FEATURES
     latent: np.ndarray  # float32 [U, d]
@@ -162,6 +170,8 @@ class Users:
 
 @dataclass
 class Items:
+    """The catalogue: features (``frame``) and the hidden truth about each item."""
+
     ids: np.ndarray  # int64 [I]
     frame: pd.DataFrame  # item_id + ITEM_FEATURES
     tags: pa.ListArray  # list<int64> [I]
@@ -178,6 +188,7 @@ class Items:
 
 
 def make_users(rng: np.random.Generator, n: int) -> Users:
+    """Demographics, activity, purchasing power, latent vectors and ids of ``n`` users."""
     d = LATENT_DIM
     age = rng.choice(7, size=n, p=[0.08, 0.22, 0.26, 0.2, 0.12, 0.08, 0.04])
     gender = rng.choice(3, size=n, p=[0.52, 0.40, 0.08])
@@ -223,6 +234,7 @@ def make_users(rng: np.random.Generator, n: int) -> Users:
 
 
 def make_items(rng: np.random.Generator, n: int) -> Items:
+    """``n`` items in categories, shops and brands, with prices, tags and latent vectors."""
     d = LATENT_DIM
     n_cat = min(MAX_CATEGORIES, max(4, n // 20))
     n_shops = max(n_cat, n // 8)
@@ -330,15 +342,17 @@ class Tastes:
 
 
 def make_tastes(rng: np.random.Generator, users: Users, items: Items) -> Tastes:
+    """Category interests (affinity + a private taste + category size) and favourite shops."""
     n_users, n_cat = len(users.ids), items.n_categories
     cat_traffic = np.bincount(items.category, items.popularity, minlength=n_cat)
     cat_affinity = (users.latent @ items.category_latent.T) / math.sqrt(LATENT_DIM)
     logits = (
         LATENT.interest_affinity * cat_affinity
         + LATENT.interest_taste * rng.normal(size=(n_users, n_cat))
-        + np.log(cat_traffic / cat_traffic.sum())[None, :]
+        + np.log(np.maximum(cat_traffic / cat_traffic.sum(), 1e-300))[None, :]
     )
     share = np.exp(logits - logits.max(axis=1, keepdims=True))
+    share[:, cat_traffic == 0] = 0.0  # a category without items is never browsed
     groups = np.repeat(np.arange(n_users), n_cat)
     category = GroupSampler(groups, share.ravel(), n_users)
 
