@@ -67,16 +67,28 @@ def log_columns(rows: int, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def fitted_encoder() -> FeatureEncoder:
-    return FeatureEncoder(SPECS).fit(log_columns(2000))
+def specs(user_buckets: int = 0) -> list[FeatureSpec]:
+    """The feature specs; ``user_buckets > 0`` hashes user ids into that many
+    16-wide rows, so embedding rows dominate the light net's size as in production."""
+    if not user_buckets:
+        return list(SPECS)
+    user = FeatureSpec(
+        name="user_id", type="categorical", side="user", encoding="hash",
+        buckets=user_buckets, dim=16,
+    )  # fmt: skip
+    return [user, *SPECS[1:]]
+
+
+def fitted_encoder(user_buckets: int = 0) -> FeatureEncoder:
+    return FeatureEncoder(specs(user_buckets)).fit(log_columns(2000))
 
 
 def make_joint(encoder: FeatureEncoder, light_kind: str, seed: int = 0, **overrides) -> JointModel:
     """A JointModel with non-trivial weights and BatchNorm running statistics."""
     torch.manual_seed(seed)
     args = JointModelArgs(
-        features=[s.to_dict() for s in SPECS],
-        cardinalities={s.name: encoder.cardinality(s.name) for s in SPECS if s.is_sparse},
+        features=[s.to_dict() for s in encoder.specs.values()],
+        cardinalities={n: encoder.cardinality(n) for n, s in encoder.specs.items() if s.is_sparse},
         served=list(SERVED),
         privileged=list(PRIVILEGED),
         light_kind=light_kind,
@@ -111,10 +123,12 @@ def write_items(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def make_run(tmp: Path, light_kind: str = "mlp", **overrides) -> TrainedRun:
+def make_run(
+    tmp: Path, light_kind: str = "mlp", user_buckets: int = 0, seed: int = 0, **overrides
+) -> TrainedRun:
     """A TrainedRun held in memory (no data directory: parity uses random rows)."""
-    encoder = fitted_encoder()
-    model = make_joint(encoder, light_kind, **overrides)
+    encoder = fitted_encoder(user_buckets)
+    model = make_joint(encoder, light_kind, seed=seed, **overrides)
     return TrainedRun(
         path=tmp / f"run-{light_kind}",
         model=model,

@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-promote", action="store_true", help="publish without pointing `current` at it"
     )
     parser.add_argument(
+        "--int8-min-rows",
+        type=int,
+        default=1024,
+        help="with --quantize int8, embedding tables with fewer rows stay fp32",
+    )
+    parser.add_argument(
         "--parity-rows", type=int, default=50_000, help="test rows for the parity check"
     )
 
@@ -50,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
             keep=args.keep,
             promote=not args.no_promote,
             parity_rows=args.parity_rows,
+            int8_min_rows=args.int8_min_rows,
         )
         result = export_run(args.run, args.repo, args.name, options)
     except (ExportError, ArtifactError, RepositoryError) as exc:

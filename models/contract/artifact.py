@@ -25,7 +25,7 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -205,9 +205,17 @@ class Artifact:
     def version(self) -> str:
         return self.manifest.version
 
-    def encode(self, columns: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """Raw columns of the served features -> model inputs (same encoder as training)."""
-        arrays = self.encoder.transform(columns)
+    def encode(
+        self, columns: Mapping[str, Any], names: Sequence[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Raw columns -> model inputs with the training encoder.
+
+        Args:
+            columns: raw values by feature name.
+            names: encode only these features (e.g. the user side for
+                ``user_vector``); default every served feature.
+        """
+        arrays = self.encoder.transform(columns, names=names)
         return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
