@@ -29,16 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from models.contract.artifact import ArtifactError, load_artifact
-from models.contract.features import ContractError
 from models.contract.repository import ModelRepository, RepositoryError
 from service.feature_store.base import FeatureStore
 from service.metrics import ServiceMetrics
-from service.ranking import StageModel, WarmupError
+from service.ranking import StageModel
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_LOAD_ERRORS = (ArtifactError, ContractError, RepositoryError, WarmupError, RuntimeError, OSError)
+# Anything a broken artifact can raise (bad archive, wrong inputs in warm-up, ...) refuses it.
+_LOAD_ERRORS = (Exception,)
 
 
 @dataclass(frozen=True)

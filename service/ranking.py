@@ -21,6 +21,8 @@ encoder's OOV / default values) and reported.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ import torch
 
 from models.contract.artifact import Artifact
 from models.contract.features import FeatureSpec, FeatureType
-from service.feature_store.base import FeatureStore, ItemTable, UserLookup, lookup_sorted
+from service.feature_store.base import FeatureStore, IdIndex, ItemTable, UserLookup
 from service.metrics import ServiceMetrics
 
 STAGES = ("coarse", "fine", "cascade")
@@ -116,6 +118,9 @@ class StageModel:
         self.context_names = list(manifest.features.get("context", []))
         self.item_names = list(manifest.features.get("item", []))
         self.side_names = self.user_names + self.context_names
+        side_state = json.dumps(self.encoder.subset(self.side_names).state(), sort_keys=True)
+        # Equal keys = identical user/context encoding (specs and fitted vocabularies/stats).
+        self.side_key = hashlib.sha256(side_state.encode()).hexdigest()
         self.loaded_at = time.time()
         with torch.inference_mode():
             if self.kind == "two_tower":
@@ -154,13 +159,14 @@ class StageModel:
         default = self._encode_items(np.zeros(1, dtype=np.int64), {})
         # One trailing default row keeps index_select in range for unknown ids.
         self.item_ids = self.items.ids
+        self.item_index = self.items.index
         self.item_inputs = {n: torch.cat([encoded[n], default[n]]) for n in self.item_names}
 
     def _build_vectors(self) -> None:
         art_ids = self.artifact.item_ids
         art_vectors = self.artifact.item_vectors
         assert art_ids is not None and art_vectors is not None
-        _, in_artifact = lookup_sorted(art_ids, self.items.ids)
+        _, in_artifact = IdIndex(art_ids).positions(self.items.ids)
         extra_rows = np.flatnonzero(~in_artifact)
         ids, vectors = art_ids, torch.from_numpy(np.ascontiguousarray(art_vectors))
         if len(extra_rows):
@@ -176,6 +182,7 @@ class StageModel:
             ids = ids[order]
             vectors = vectors[torch.from_numpy(order)]
         self.item_ids = ids
+        self.item_index = IdIndex(ids)
         # Trailing zero row: the target of unknown ids before their vectors are filled in.
         self.item_vectors = torch.cat([vectors, vectors.new_zeros(1, vectors.shape[1])])
 
@@ -198,8 +205,9 @@ class StageModel:
 
     def lookup(self, candidate_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the candidates in this model's item index and whether each is known."""
-        rows, found = lookup_sorted(self.item_ids, candidate_ids)
-        rows[~found] = len(self.item_ids)  # the trailing default row
+        rows, found = self.item_index.positions(candidate_ids)
+        if not found.all():
+            rows[~found] = len(self.item_ids)  # the trailing default row
         return rows, found
 
     def _special_rows(
@@ -394,9 +402,15 @@ class Ranker:
         coarse_scores: torch.Tensor | None = None
         unknown = np.zeros(len(ids), dtype=bool)
         with torch.inference_mode():
-            sides = {
-                r: models[r].encode_side(query.user_id, user_raw, query.context) for r in roles
-            }
+            sides: dict[str, dict[str, torch.Tensor]] = {}
+            for r in roles:
+                # Stages whose side encoders are identical share one encoding of the request.
+                twin = next((o for o in sides if models[o].side_key == models[r].side_key), None)
+                sides[r] = (
+                    sides[twin]
+                    if twin is not None
+                    else models[r].encode_side(query.user_id, user_raw, query.context)
+                )
             t = timer.add("preprocess", t)
             if query.stage == "fine":
                 logits, known = models["fine"].score(sides["fine"], ids, query.inline)

@@ -70,8 +70,9 @@ ITEM_FEATURES = ["item_id", "category", "price", "tags"]
 # --------------------------------------------------------------------------- feature tables
 
 
-def feature_tables(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def feature_tables(seed: int = 0, n_items: int = N_ITEMS) -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(seed)
+    item_ids = np.arange(n_items, dtype=np.int64) * 7 + 10**12
     users = pd.DataFrame(
         {
             "user_id": USER_IDS,
@@ -82,21 +83,23 @@ def feature_tables(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     users.loc[3, "age"] = np.nan  # a missing value the encoder imputes
     items = pd.DataFrame(
         {
-            "item_id": ITEM_IDS,
-            "category": rng.integers(0, 12, N_ITEMS),
-            "price": np.round(rng.lognormal(3, 1, N_ITEMS), 2),
+            "item_id": item_ids,
+            "category": rng.integers(0, 12, n_items),
+            "price": np.round(rng.lognormal(3, 1, n_items), 2),
             "tags": [
                 [f"t{t}" for t in rng.choice(8, rng.integers(0, 4), replace=False)]
-                for _ in range(N_ITEMS)
+                for _ in range(n_items)
             ],
         }
     )
     return users, items
 
 
-def write_feature_tables(directory: Path, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write_feature_tables(
+    directory: Path, seed: int = 0, n_items: int = N_ITEMS
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     directory.mkdir(parents=True, exist_ok=True)
-    users, items = feature_tables(seed)
+    users, items = feature_tables(seed, n_items)
     users.to_parquet(directory / "users.parquet", index=False)
     items.to_parquet(directory / "items.parquet", index=False)
     return users, items
@@ -208,7 +211,7 @@ def publish(
         encoder.save(str(directory / ENCODER_FILE))
         torch.jit.save(module, str(directory / MODEL_FILE))
         if kind == "two_tower":
-            exported = items.iloc[:EXPORTED_ITEMS]
+            exported = items.iloc[: len(items) - (N_ITEMS - EXPORTED_ITEMS)]
             cols = {n: exported[n].to_numpy() for n in ITEM_FEATURES}
             with torch.inference_mode():
                 vectors = module.item_vector(encode(encoder.subset(ITEM_FEATURES), cols))
@@ -273,10 +276,10 @@ def user_row(users: pd.DataFrame, user_id: int) -> dict[str, Any]:
     return match.iloc[0].to_dict() if len(match) else {"user_id": user_id}
 
 
-def make_repo(root: Path, seed: int = 0) -> dict[str, Any]:
+def make_repo(root: Path, seed: int = 0, n_items: int = N_ITEMS) -> dict[str, Any]:
     """Feature tables + a coarse (two-tower) and a fine (MLP) model, published."""
     data = root / "data"
-    users, items = write_feature_tables(data, seed)
+    users, items = write_feature_tables(data, seed, n_items)
     encoder = fit_encoder(users, items)
     repo = root / "repo"
     versions = {

@@ -52,16 +52,12 @@ def _pydantic_detail(exc: ValidationError, prefix: list[str | int]) -> list[dict
 def _int_candidates(values: list[Any]) -> np.ndarray | None:
     """The fast path: a list of plain ints → int64 array, or None when it is not one."""
     try:
-        arr = np.array(values)
-    except (ValueError, OverflowError):
+        arr = np.fromiter(values, dtype=np.int64, count=len(values))
+    except (TypeError, ValueError, OverflowError):
         return None
-    if arr.ndim != 1 or arr.dtype != np.int64:
+    # fromiter converts floats, numeric strings and bools silently: only ints pass.
+    if set(map(type, values)) != {int}:
         return None
-    # numpy turns JSON true/false into 1/0 next to ints; only those positions need a look.
-    suspects = np.flatnonzero((arr == 0) | (arr == 1))
-    for i in suspects.tolist():
-        if type(values[i]) is not int:
-            return None
     return arr
 
 

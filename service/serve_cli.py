@@ -1,0 +1,98 @@
+"""``rocketrank serve``: start the scoring service under uvicorn.
+
+Options become ``ROCKETRANK_*`` environment variables (so every uvicorn worker
+builds the same ``Settings``); anything not given on the command line comes
+from the environment. The admin token is only read from
+``ROCKETRANK_ADMIN_TOKEN`` (a command-line flag would show in ``ps``).
+
+With ``--workers N > 1`` Prometheus runs in multiprocess mode: a fresh
+``PROMETHEUS_MULTIPROC_DIR`` (a temporary directory unless set) is emptied
+before the workers start, and torch gets ``cores // N`` threads per worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from service.settings import SettingsError, load_settings
+
+_OPTION_ENV = {
+    "repo": "ROCKETRANK_REPO",
+    "features": "ROCKETRANK_FEATURES_DIR",
+    "redis": "ROCKETRANK_REDIS_URL",
+    "redis_prefix": "ROCKETRANK_REDIS_PREFIX",
+    "workers": "ROCKETRANK_WORKERS",
+    "coarse_model": "ROCKETRANK_COARSE_MODEL",
+    "fine_model": "ROCKETRANK_FINE_MODEL",
+    "reload_interval": "ROCKETRANK_RELOAD_INTERVAL_S",
+    "log_level": "ROCKETRANK_LOG_LEVEL",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", type=Path, help="model repository (REPO/NAME/current)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--features", type=Path, help="folder with users.parquet and items.parquet (embedded)"
+    )
+    source.add_argument("--redis", help="Redis feature store URL (see `rocketrank features load`)")
+    parser.add_argument("--redis-prefix", help="key prefix in Redis (default rocketrank:)")
+    parser.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--coarse-model", help="model name for the coarse stage ('' = none)")
+    parser.add_argument("--fine-model", help="model name for the fine stage ('' = none)")
+    parser.add_argument("--reload-interval", type=float, help="seconds between pointer polls")
+    parser.add_argument("--log-level", help="logging level (default INFO)")
+
+
+def _prepare_multiprocess_dir() -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="rocketrank-prom-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    # Files of a previous run would be summed into this run's counters.
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    for option, env in _OPTION_ENV.items():
+        value = getattr(args, option)
+        if value is not None:
+            os.environ[env] = str(value)
+    if args.features is not None:
+        os.environ.pop("ROCKETRANK_REDIS_URL", None)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"rocketrank serve: {exc}", file=sys.stderr)
+        return 2
+    if not settings.repo.is_dir():
+        print(f"rocketrank serve: model repository {settings.repo} does not exist", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+        "log_level": settings.log_level.lower(),
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.workers > 1:
+        _prepare_multiprocess_dir()
+        uvicorn.run("service.main:create_app", factory=True, workers=settings.workers, **options)
+    else:
+        from service.main import create_app
+
+        uvicorn.run(create_app(settings), **options)
+    return 0
