@@ -12,13 +12,8 @@ import torch
 from data_fixtures import SCHEMA, make_log, schema, write_data_dir, write_frame
 
 from models.contract.features import OOV_INDEX, PAD_INDEX, FeatureEncoder
-from training.data.dataset import (
-    CACHE_DIR_NAME,
-    EncodedSplit,
-    encode_split,
-    fit_encoder,
-    load_dataset,
-)
+from training.data.dataset import EncodedSplit, encode_split, fit_encoder
+from training.data.loader import CACHE_DIR_NAME, load_dataset
 from training.data.readers import frame_to_columns, read_columns
 from training.data.schema import Schema
 from training.data.shuffle import chunk_plan, epoch_order
@@ -155,23 +150,39 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
             assert torch.equal(x.features[k], y.features[k])
 
 
-def test_load_dataset_caches_encoded_splits(tmp_path: Path) -> None:
+def test_load_dataset_caches_the_encoded_result(tmp_path: Path) -> None:
     root = write_data_dir(tmp_path / "data")
     first = load_dataset(root)
-    assert set(first.encode_reports) == {"train", "valid", "test"}
+    assert not first.from_cache
     assert first.encode_reports["train"].imputed["price"] > 0
-    assert len(list((root / CACHE_DIR_NAME).glob("*.pt"))) == 3
     second = load_dataset(root)
-    assert second.encode_reports == {}  # all three from the cache
+    assert second.from_cache
+    assert second.encoder.state() == first.encoder.state()
+    assert second.validation.splits == first.validation.splits
+    assert second.encode_reports == first.encode_reports
     for name in ("train", "valid", "test"):
         for k, v in first.splits[name].features.items():
             assert torch.equal(v, second.splits[name].features[k])
-    # a rewritten file invalidates its cache entry only
+        assert torch.equal(first.splits[name].group, second.splits[name].group)
+    # other tasks are another entry; a rewritten file invalidates
+    assert not load_dataset(root, tasks=["ctr"]).from_cache
     write_frame(make_log(70, 9), root / "valid.parquet")
     stat = (root / "valid.parquet").stat()
     os.utime(root / "valid.parquet", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     third = load_dataset(root)
-    assert set(third.encode_reports) == {"valid"} and len(third.splits["valid"]) == 70
+    assert not third.from_cache and len(third.splits["valid"]) == 70
+    # only the most recently used entries are kept
+    assert len([p for p in (root / CACHE_DIR_NAME).iterdir()]) == 2
+
+
+def test_a_corrupt_cache_entry_is_rebuilt(tmp_path: Path) -> None:
+    root = write_data_dir(tmp_path / "data")
+    load_dataset(root)
+    (entry,) = (root / CACHE_DIR_NAME).iterdir()
+    (entry / "train.pt").write_bytes(b"not a tensor file")
+    again = load_dataset(root)
+    assert not again.from_cache and len(again.splits["train"]) == 300
+    assert load_dataset(root).from_cache
 
 
 def test_load_dataset_reuses_a_given_encoder_and_reads_csv(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from data_fixtures import make_log, schema, write_data_dir
 
-from training.data.dataset import load_dataset
+from training.data.loader import load_dataset
 from training.data.readers import frame_to_columns
 from training.data.validate import (
     ANY,

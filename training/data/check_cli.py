@@ -28,7 +28,8 @@ from models.contract.features import (
     FeatureEncoder,
     FeatureType,
 )
-from training.data.dataset import fit_encoder, resolve_schema
+from training.data.dataset import fit_encoder
+from training.data.loader import resolve_schema
 from training.data.readers import DataReadError, find_data_files, read_columns
 from training.data.schema import Schema, SchemaError
 from training.data.validate import ValidationReport, validate_columns

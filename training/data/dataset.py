@@ -6,7 +6,7 @@ A split is encoded once into one tensor per feature, label, group and user
 
 Typical use::
 
-    data = load_dataset("data/", tasks=["ctr"])        # validate, fit, encode (cached)
+    data = load_dataset("data/", tasks=["ctr"])        # training.data.loader
     train = data.split("train", task="ctr")            # applies the task's ``where``
     for batch in train.iter_batches(4096, shuffle=True, seed=0, epoch=epoch):
         logits = model(batch.features)
@@ -18,13 +18,11 @@ Shuffling is the chunked shuffle of :mod:`training.data.shuffle`, so
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +30,13 @@ import torch
 from torch import Tensor
 
 from models.contract.features import EncodeReport, FeatureEncoder
-from training.data.readers import DataFiles, find_data_files, read_columns
-from training.data.schema import Schema, SchemaError, load_schema
+from training.data.schema import Schema
 from training.data.shuffle import CHUNK_ROWS, epoch_order
-from training.data.validate import ValidationReport, validate_columns
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR_NAME = ".rocketrank_cache"
-# bump when the encoded layout or the cache file layout changes
-_CACHE_FORMAT = 1
+# bump when the encoded layout or the saved-split layout changes
+_SPLIT_FORMAT = 1
 
 
 @dataclass
@@ -284,7 +279,7 @@ class EncodedSplit:
     def save(self, path: str | Path) -> None:
         """Write the encoded tensors (loadable with ``weights_only=True``), atomically."""
         blob = {
-            "format": _CACHE_FORMAT,
+            "format": _SPLIT_FORMAT,
             "features": self.features,
             "labels": self.labels,
             "group": self.group,
@@ -307,7 +302,7 @@ class EncodedSplit:
     @classmethod
     def load(cls, path: str | Path) -> EncodedSplit:
         blob = torch.load(path, weights_only=True)
-        if blob.get("format") != _CACHE_FORMAT:
+        if blob.get("format") != _SPLIT_FORMAT:
             raise ValueError(f"{path}: unsupported encoded-split format {blob.get('format')!r}")
         columns = EncodedColumns(blob["features"], blob["labels"], blob["group"], blob["user"])
         return cls(
@@ -334,146 +329,11 @@ def encode_split(
     )
 
 
-# --------------------------------------------------------------------------- caching
-
-
-def cache_key(schema: Schema, encoder: FeatureEncoder, path: str | Path, chunk_rows: int) -> str:
-    """Key of an encoded split: encoder state, schema, and the file's size + mtime."""
-    stat = Path(path).stat()
-    blob = json.dumps(
-        {
-            "format": _CACHE_FORMAT,
-            "encoder": encoder.state(),
-            "schema": schema.to_dict(),
-            "file": [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns],
-            "chunk_rows": chunk_rows,
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def _load_cached(path: Path) -> EncodedSplit | None:
-    try:
-        return EncodedSplit.load(path)
-    except Exception as exc:  # a corrupt or foreign cache file is re-encoded, not fatal
-        log.warning("ignoring unreadable cache file %s: %s", path, exc)
-        return None
-
-
-# --------------------------------------------------------------------------- loading
-
-
-@dataclass
-class Dataset:
-    """A validated, encoded data directory.
-
-    Attributes:
-        schema: the log schema.
-        encoder: the encoder fitted on train (or the one passed in).
-        splits: split name → :class:`EncodedSplit` (all rows; see :meth:`split`).
-        validation: the validation report (per-split summaries).
-        encode_reports: split name → imputed/OOV counts of encoding (empty for
-            splits loaded from the cache).
-        files: the files that were read.
-    """
-
-    schema: Schema
-    encoder: FeatureEncoder
-    splits: dict[str, EncodedSplit]
-    validation: ValidationReport
-    encode_reports: dict[str, EncodeReport] = field(default_factory=dict)
-    files: DataFiles | None = None
-
-    def split(self, name: str, task: str | None = None) -> EncodedSplit:
-        """A split, restricted to a task's ``where`` rows when ``task`` is given."""
-        if name not in self.splits:
-            raise KeyError(f"no split {name!r}; have {sorted(self.splits)}")
-        s = self.splits[name]
-        return s if task is None else s.for_task(self.schema, task)
-
-
-def load_dataset(
-    data_dir: str | Path,
-    schema: Schema | str | Path | None = None,
-    *,
-    tasks: Iterable[str] | None = None,
-    encoder: FeatureEncoder | None = None,
-    cache: bool = True,
-    chunk_rows: int = CHUNK_ROWS,
-) -> Dataset:
-    """Read, validate and encode a data directory.
-
-    Args:
-        data_dir: holds ``train.*``, ``valid.*``, optional ``test.*`` and ``schema.yaml``.
-        schema: a schema, a schema file, or ``None`` for ``DATA_DIR/schema.yaml``.
-        tasks: tasks that will be trained (validated to exist and to have both
-            label values in train); default every task.
-        encoder: a fitted encoder to reuse (e.g. on resume); default fit on train.
-        cache: reuse/store encoded splits in ``DATA_DIR/.rocketrank_cache``.
-        chunk_rows: chunk size of the chunked shuffle.
-
-    Raises:
-        DataValidationError: listing every problem found.
-        SchemaError: the schema file is missing or invalid.
-        DataReadError: a file cannot be read.
-    """
-    files = find_data_files(data_dir)
-    schema = resolve_schema(files, schema)
-    raw = {s: read_columns(p, schema) for s, p in files.splits.items()}
-    side = {s: read_columns(p, schema) for s, p in files.side_tables.items()}
-    report = validate_columns(schema, dict(raw), tasks, side_tables=side)
-    report.raise_if_problems()
-    if encoder is None:
-        encoder = fit_encoder(schema, raw["train"])
-    cache_dir = files.root / CACHE_DIR_NAME
-    splits: dict[str, EncodedSplit] = {}
-    reports: dict[str, EncodeReport] = {}
-    for name, columns in raw.items():
-        target = None
-        if cache:
-            key = cache_key(schema, encoder, files.splits[name], chunk_rows)
-            target = cache_dir / f"{name}-{key}.pt"
-            if target.is_file():
-                cached = _load_cached(target)
-                if cached is not None:
-                    splits[name] = cached
-                    continue
-        reports[name] = EncodeReport()
-        splits[name] = encode_split(
-            schema, encoder, columns, name=name, chunk_rows=chunk_rows, report=reports[name]
-        )
-        if target is not None:
-            try:
-                cache_dir.mkdir(exist_ok=True)
-                splits[name].save(target)
-            except OSError as exc:  # read-only data directories still train
-                log.warning("cannot write encoded-split cache %s: %s", target, exc)
-    return Dataset(schema, encoder, splits, report, reports, files)
-
-
-def resolve_schema(files: DataFiles, schema: Schema | str | Path | None) -> Schema:
-    """The schema object for a data directory (argument, file, or ``schema.yaml``)."""
-    if isinstance(schema, Schema):
-        return schema
-    if schema is not None:
-        return load_schema(schema)
-    if files.schema is None:
-        raise SchemaError(f"{files.root}: no schema.yaml; pass the schema file explicitly")
-    return load_schema(files.schema)
-
-
 __all__ = [
-    "CACHE_DIR_NAME",
     "Batch",
-    "Dataset",
     "EncodedColumns",
     "EncodedSplit",
-    "cache_key",
     "encode_columns",
     "encode_split",
     "fit_encoder",
-    "load_dataset",
-    "resolve_schema",
 ]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from models.contract.features import FeatureType
 from training.data.readers import Columns
@@ -117,8 +118,9 @@ def value_kind(values: np.ndarray) -> str:
         return "datetime"
     if kind in "US":
         return "str"
-    kinds = {_python_kind(v) for v in values if v is not None}
-    kinds.discard("null")
+    present = values[~null_mask(values)]
+    # set(map(type, ...)) runs at C speed; only the few distinct types are classified
+    kinds = {_TYPE_KINDS.get(t) or _python_kind(t) for t in set(map(type, present))}
     if not kinds:
         return "empty"
     if kinds == {"int", "float"}:
@@ -126,18 +128,30 @@ def value_kind(values: np.ndarray) -> str:
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
-def _python_kind(v: Any) -> str:
-    if isinstance(v, bool | np.bool_):
+_FLOAT_TYPES = (float, np.float64, np.float32, np.float16)
+_TYPE_KINDS: dict[type, str] = {
+    bool: "int",
+    np.bool_: "int",
+    int: "int",
+    str: "str",
+    list: "list",
+    tuple: "list",
+    np.ndarray: "list",
+    **{t: "float" for t in _FLOAT_TYPES},
+    **{t: "int" for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32)},
+}
+
+
+def _python_kind(t: type) -> str:
+    if issubclass(t, bool | np.bool_ | int | np.integer):
         return "int"
-    if isinstance(v, int | np.integer):
-        return "int"
-    if isinstance(v, float | np.floating):
-        return "null" if np.isnan(v) else "float"
-    if isinstance(v, str):
+    if issubclass(t, float | np.floating):
+        return "float"
+    if issubclass(t, str):
         return "str"
-    if isinstance(v, list | tuple | np.ndarray):
+    if issubclass(t, list | tuple | np.ndarray):
         return "list"
-    return type(v).__name__
+    return t.__name__
 
 
 def null_mask(values: np.ndarray) -> np.ndarray:
@@ -145,11 +159,7 @@ def null_mask(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind == "f":
         return np.isnan(values)
     if values.dtype == object:
-        return np.fromiter(
-            (v is None or (isinstance(v, float) and v != v) for v in values),
-            dtype=bool,
-            count=len(values),
-        )
+        return np.asarray(pd.isna(values), dtype=bool)
     return np.zeros(len(values), dtype=bool)
 
 
@@ -268,10 +278,9 @@ def _check_categorical(values: np.ndarray) -> tuple[list[str], int]:
 def _check_bag(values: np.ndarray) -> tuple[list[str], int]:
     kind = value_kind(values)
     if kind in ("list", "str", "empty"):
-        empty = np.fromiter(
-            (v is None or isinstance(v, float) or len(v) == 0 for v in values), bool, len(values)
-        )
-        return [], int(empty.sum())
+        null = null_mask(values)
+        empty = int(np.count_nonzero(np.fromiter(map(len, values[~null]), np.int64) == 0))
+        return [], int(null.sum()) + empty
     return [
         "multi-valued feature must hold lists (Parquet) or separator-joined strings (CSV); "
         f"found {kind} values"
