@@ -373,6 +373,7 @@ class Ranker:
     def __init__(self, store: FeatureStore, metrics: ServiceMetrics) -> None:
         self.store = store
         self.metrics = metrics
+        metrics.store_errors.labels(store.kind)  # the series exists (at 0) before any error
 
     def _fetch_user(self, query: RankQuery, models: Sequence[StageModel]) -> UserLookup:
         overrides = query.user_features or {}

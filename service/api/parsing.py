@@ -149,7 +149,7 @@ def parse_rank_request(body: bytes, settings: Settings) -> tuple[str, RankQuery]
     )
     if top_k > settings.max_top_k:
         raise error(["top_k"], f"must be at most {settings.max_top_k}", "less_than_equal")
-    if coarse_top_k > settings.max_candidates:
+    if head.coarse_top_k is not None and coarse_top_k > settings.max_candidates:
         raise error(
             ["coarse_top_k"], f"must be at most {settings.max_candidates}", "less_than_equal"
         )
