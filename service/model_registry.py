@@ -114,10 +114,12 @@ class ModelRegistry:
         return self._bind(role, artifact)
 
     def _bind(self, role: str, artifact: Any) -> StageModel:
+        complete = self.store.items_available()
         model = StageModel(
             role,
             artifact,
             self.store.items(),
+            items_complete=complete,
             user_id_column=self.settings.user_id_column,
             item_id_column=self.settings.item_id_column,
         )
@@ -201,7 +203,7 @@ class ModelRegistry:
         changed = False
         with self._load_lock:
             for role, model in list(self._models.items()):
-                if model.items.version == table.version:
+                if model.items.version == table.version and model.items_complete:
                     continue
                 try:
                     rebound = self._bind(role, model.artifact)
@@ -233,7 +235,8 @@ class ModelRegistry:
                 if poll:
                     self.reload()
                 due = time.monotonic() >= next_refresh
-                if due or not self.store.items_available():
+                stale = any(not m.items_complete for m in self._models.values())
+                if due or stale or not self.store.items_available():
                     next_refresh = time.monotonic() + refresh if refresh else float("inf")
                     self.refresh_items()
             except Exception:  # the watcher must survive anything and keep the old model

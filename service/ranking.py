@@ -91,6 +91,8 @@ class StageModel:
         role: ``coarse`` or ``fine`` (the stage it serves).
         artifact: the verified artifact.
         items: raw item features from the feature store.
+        items_complete: False when the store could not provide item features, so every
+            item gets defaults (answers are then ``degraded``).
         user_id_column: a served user feature of this name is the request's user id.
         item_id_column: a served item feature of this name is the candidate's id.
     """
@@ -102,6 +104,7 @@ class StageModel:
         items: ItemTable,
         user_id_column: str = "user_id",
         item_id_column: str = "item_id",
+        items_complete: bool = True,
     ) -> None:
         manifest = artifact.manifest
         self.role = role
@@ -112,6 +115,7 @@ class StageModel:
         self.module = artifact.module
         self.encoder = artifact.encoder
         self.items = items
+        self.items_complete = items_complete
         self.user_id_column = user_id_column
         self.item_id_column = item_id_column
         self.user_names = list(manifest.features.get("user", []))
@@ -395,7 +399,7 @@ class Ranker:
         t = timer.mark()
         lookup = self._fetch_user(query, used)
         user_raw = {**lookup.features, **(query.user_features or {})}
-        degraded = lookup.degraded or not self.store.items_available()
+        degraded = lookup.degraded or not all(m.items_complete for m in used)
         unknown_user = not lookup.found and not lookup.degraded
         t = timer.add("feature_fetch", t)
 
