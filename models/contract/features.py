@@ -289,6 +289,9 @@ class EncodeReport:
 def _bag_matrix(values: Any, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
     """Turn a column of bags (lists/arrays, or separator-joined strings) into
     a flat value array and a ``[B, max_len]`` position matrix (-1 = padding)."""
+    fast = _bag_matrix_of_arrays(values, spec)
+    if fast is not None:
+        return fast
     rows = list(values)
     n = len(rows)
     lengths = np.zeros(n, dtype=np.int64)
@@ -309,6 +312,31 @@ def _bag_matrix(values: Any, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]
     pos[mask] = np.arange(len(flat))
     flat_arr = np.asarray(flat) if flat else np.asarray([], dtype=np.int64)
     return flat_arr, pos
+
+
+def _bag_matrix_of_arrays(values: Any, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray] | None:
+    """Vectorised :func:`_bag_matrix` for an object array whose cells are 1-d numpy
+    arrays or ``None`` (what the training data readers produce; the Python loop
+    costs ~15 s per million rows). Returns ``None`` for any other input."""
+    if not isinstance(values, np.ndarray) or values.dtype != object or values.ndim != 1:
+        return None
+    present = np.fromiter((v is not None for v in values), bool, len(values))
+    cells = values[present]
+    if set(map(type, cells)) - {np.ndarray} or any(c.ndim != 1 for c in cells[:1]):
+        return None
+    lengths = np.zeros(len(values), dtype=np.int64)
+    lengths[present] = np.fromiter(map(len, cells), np.int64, len(cells))
+    if not lengths.any():
+        return np.asarray([], dtype=np.int64), np.full((len(values), spec.max_len), -1, np.int64)
+    flat = np.concatenate(cells)
+    kept = np.minimum(lengths, spec.max_len)
+    within = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    flat = flat[within < np.repeat(kept, lengths)]
+    if flat.dtype == object:
+        flat = np.asarray(flat.tolist())
+    pos = np.full((len(values), spec.max_len), -1, dtype=np.int64)
+    pos[np.arange(spec.max_len)[None, :] < kept[:, None]] = np.arange(len(flat))
+    return flat, pos
 
 
 class FeatureEncoder:
