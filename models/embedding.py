@@ -45,8 +45,12 @@ class CategoricalEmbedding(nn.Module):
         self.dim = table.embedding_dim
         self.detach = detach
 
+    def embed(self, features: dict[str, Tensor]) -> Tensor:
+        """The lookup without the path's detach, ``[B, d]``."""
+        return self.table(features[self.name].reshape(-1))
+
     def forward(self, features: dict[str, Tensor]) -> Tensor:
-        out = self.table(features[self.name].reshape(-1))
+        out = self.embed(features)
         if self.detach:
             out = out.detach()
         return out
@@ -66,14 +70,18 @@ class BagEmbedding(nn.Module):
         self.detach = detach
         self.pad_index = PAD_INDEX
 
-    def forward(self, features: dict[str, Tensor]) -> Tensor:
+    def embed(self, features: dict[str, Tensor]) -> Tensor:
+        """The pooled bag without the path's detach, ``[B, d]``."""
         ids = features[self.name]
         if ids.dim() == 1:
             ids = ids.unsqueeze(1)
         vectors = self.table(ids)  # [B, L, d]
         mask = (ids != self.pad_index).unsqueeze(-1).to(vectors.dtype)  # [B, L, 1]
         count = mask.sum(dim=1).clamp_min(1.0)  # [B, 1]
-        out = (vectors * mask).sum(dim=1) / count
+        return (vectors * mask).sum(dim=1) / count
+
+    def forward(self, features: dict[str, Tensor]) -> Tensor:
+        out = self.embed(features)
         if self.detach:
             out = out.detach()
         return out
@@ -113,6 +121,30 @@ class FeatureView(nn.Module):
         outs: list[Tensor] = []
         for part in self.parts:
             outs.append(part(features))
+        return torch.cat(outs, dim=1)
+
+    @torch.jit.unused
+    def forward_cached(self, features: dict[str, Tensor], cache: dict[int, Tensor]) -> Tensor:
+        """``forward`` that reuses lookups another view already made on the same table.
+
+        Training-only (not scripted). Looking a shared table up once per batch
+        instead of once per net also means one embedding backward per table, which
+        is most of the cost the light net adds to joint training.
+
+        Args:
+            features: the encoded batch.
+            cache: ``id(table) -> [B, d]`` lookups of this batch; filled as a side effect.
+        """
+        outs: list[Tensor] = []
+        for part in self.parts:
+            if isinstance(part, NumericPassthrough):
+                outs.append(part(features))
+                continue
+            key = id(part.table)
+            if key not in cache:
+                cache[key] = part.embed(features)
+            out = cache[key]
+            outs.append(out.detach() if part.detach else out)
         return torch.cat(outs, dim=1)
 
 

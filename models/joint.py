@@ -237,18 +237,27 @@ class JointModel(nn.Module):
                 (``light_alone`` / ``booster_alone`` baselines); its fields are ``None``.
         """
         booster_logit = booster_hidden = light_logit = light_hidden = light_hint = None
+        # one lookup per shared table for both nets (gradients then meet before the
+        # embedding backward, which runs once per table)
+        cache: dict[int, Tensor] = {}
         if run_booster:
-            booster_logit, booster_hidden = self.booster(self.booster_input(features))
+            x = self.booster_input.forward_cached(features, cache)
+            booster_logit, booster_hidden = self.booster(x)
         if run_light:
-            light_logit, light_hidden = self._light(features)
+            light_logit, light_hidden = self._light(features, cache)
             if self.hint_projection is not None:
                 light_hint = self.hint_projection(light_hidden)
         return JointOutput(booster_logit, light_logit, booster_hidden, light_hidden, light_hint)
 
-    def _light(self, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def _light(
+        self, features: dict[str, Tensor], cache: dict[int, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        cache = {} if cache is None else cache
         if self.two_tower:
-            return self.light(self.user_input(features), self.item_input(features))
-        return self.light(self.light_input(features))
+            xu = self.user_input.forward_cached(features, cache)
+            xi = self.item_input.forward_cached(features, cache)
+            return self.light(xu, xi)
+        return self.light(self.light_input.forward_cached(features, cache))
 
     # ------------------------------------------------------------------ export
     def light_scorer(self) -> nn.Module:

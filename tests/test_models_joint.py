@@ -165,3 +165,13 @@ def test_forward_joint_can_skip_a_net() -> None:
     out = model.forward_joint(make_batch(3), run_light=False)
     assert out.light_logit is None and out.booster_logit.shape == (3,)
     assert make_args().served  # fixture sanity: served features exist
+
+
+@pytest.mark.parametrize("light_kind", KINDS)
+def test_forward_joint_shares_lookups_without_changing_outputs(light_kind) -> None:
+    model = make_model(light_kind=light_kind, separate_tables=["user_id"]).eval()
+    batch = make_batch(7)
+    with torch.no_grad():
+        out = model.forward_joint(batch)
+        torch.testing.assert_close(out.booster_logit, model.booster_logit(batch))
+        torch.testing.assert_close(out.light_logit, model.light_scorer()(batch))
