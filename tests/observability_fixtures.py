@@ -8,11 +8,13 @@ binary is a failure: CI must never pass by skipping the real checks.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -27,6 +29,20 @@ DEPLOY = ROOT / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 DASHBOARD_JSON = DEPLOY / "grafana" / "dashboards" / "rocketrank.json"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _load_renderer():
+    """``deploy/render_dashboard.py`` as a module (deploy/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "render_dashboard", DEPLOY / "render_dashboard.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["render_dashboard"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+render_dashboard = _load_renderer()
 
 
 def require_tool(name: str) -> str:

@@ -8,10 +8,8 @@ service's metric names, and against Grafana's provisioning.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from observability_fixtures import (
     DASHBOARD_JSON,
     DEPLOY,
     PROMETHEUS_DIR,
+    render_dashboard,
     require_tool,
     run_tool,
 )
@@ -27,19 +26,6 @@ from observability_fixtures import (
 SLO_SECONDS = {"coarse": 0.010, "fine": 0.008, "cascade": 0.015}
 SEVERITIES = {"page", "warning"}
 METRIC_NAME = re.compile(r"\b((?:rocketrank|process)_[a-z_]+)\b")
-
-
-def _load_renderer():
-    spec = importlib.util.spec_from_file_location(
-        "render_dashboard", DEPLOY / "render_dashboard.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["render_dashboard"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-render_dashboard = _load_renderer()
 
 
 @pytest.fixture(scope="module")
