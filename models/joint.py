@@ -29,7 +29,13 @@ from torch import Tensor, nn
 from models.booster import DCNBooster, MLPBooster
 from models.contract.features import FeatureSpec, Side
 from models.cost import count_flops, count_parameters, flops_per_candidate
-from models.embedding import BOOSTER, LIGHT, EmbeddingCollection
+from models.embedding import (
+    BOOSTER,
+    LIGHT,
+    BagEmbedding,
+    CategoricalEmbedding,
+    EmbeddingCollection,
+)
 from models.light import MLPLight, MLPScorer, TwoTower, TwoTowerScorer
 
 LIGHT_KINDS = ("mlp", "two_tower")
@@ -275,8 +281,8 @@ class JointModel(nn.Module):
             scorer = MLPScorer(self.light_input, self.light)
         scorer = copy.deepcopy(scorer)
         for module in scorer.modules():
-            if hasattr(module, "detach") and isinstance(module.detach, bool):
-                module.detach = False
+            if isinstance(module, CategoricalEmbedding | BagEmbedding):
+                module.detach = False  # inference has no gradient to cut
         return scorer.eval()
 
     def light_features(self) -> dict[str, list[str]]:
@@ -355,7 +361,7 @@ class JointModel(nn.Module):
         booster_ids = {id(p) for m in self._booster_modules() for p in m.parameters()}
         return {
             "booster_params": float(
-                count_parameters(p for _, p in self.named_parameters() if id(p) in booster_ids)
+                count_parameters(p for p in self.parameters() if id(p) in booster_ids)
             ),
             "light_params": float(count_parameters(scorer)),
             "booster_flops_per_candidate": booster_flops,

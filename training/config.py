@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -35,6 +35,7 @@ import yaml
 
 from models.contract.features import Side
 from models.joint import JointModelArgs
+from training.data.schema import Schema
 from training.distill import (
     ROCKET_VARIANTS,
     DistillSettings,
@@ -307,11 +308,7 @@ def load_config(path: str | Path) -> RunConfig:
 # --------------------------------------------------------------------------- model args
 
 
-def model_args(
-    cfg: RunConfig,
-    schema: Any,
-    cardinality: Any,
-) -> JointModelArgs:
+def model_args(cfg: RunConfig, schema: Schema, cardinality: Callable[[str], int]) -> JointModelArgs:
     """The :class:`~models.joint.JointModelArgs` of a run.
 
     Served and privileged features come from the schema's task. A two-tower
