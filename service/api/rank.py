@@ -19,25 +19,36 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["ranking"])
 
 _JSON = "application/json"
+_DRAIN_LIMIT = 64 * 1024 * 1024
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes with 413 without reading it all."""
+    """The request body; more than ``limit`` bytes is refused with 413.
+
+    An oversized body is still read (and discarded, up to ``_DRAIN_LIMIT``) so the
+    client, which is usually still sending, receives the 413 instead of a reset
+    connection.
+    """
     declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise error([], "invalid Content-Length header", "header", status=400) from None
-        if size > limit:
-            raise error([], f"body of {size} bytes exceeds the limit of {limit}", "too_large", 413)
+    try:
+        size = int(declared) if declared is not None else None
+    except ValueError:
+        raise error([], "invalid Content-Length header", "header", status=400) from None
+    too_large = size is not None and size > limit
     chunks: list[bytes] = []
     received = 0
     async for chunk in request.stream():
         received += len(chunk)
         if received > limit:
-            raise error([], f"body exceeds the limit of {limit} bytes", "too_large", 413)
+            too_large = True
+        if too_large:
+            if received > _DRAIN_LIMIT:
+                break
+            continue
         chunks.append(chunk)
+    if too_large:
+        shown = size if size is not None else f"more than {received}"
+        raise error([], f"body of {shown} bytes exceeds the limit of {limit}", "too_large", 413)
     return b"".join(chunks)
 
 
