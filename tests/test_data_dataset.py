@@ -198,3 +198,36 @@ def test_load_dataset_reuses_a_given_encoder_and_reads_csv(tmp_path: Path) -> No
     assert len(data.split("valid", task="cvr")) == int(
         pd.read_csv(root / "valid.csv")["click"].sum()
     )
+
+
+def test_huge_int_ids_with_nulls_encode_like_int64_ids() -> None:
+    big = [2**62 + 1, 2**62 + 2, 2**62 + 3]
+    s = Schema.from_dict(
+        {
+            **SCHEMA,
+            "tasks": {"ctr": {"label": "click"}},
+            "features": [
+                {"name": "item_id", "type": "categorical", "side": "item"},
+                {"name": "user_id", "type": "categorical", "side": "user", "encoding": "hash",
+                 "buckets": 1000},
+            ],
+        }
+    )  # fmt: skip
+    clean = pd.DataFrame({"item_id": big, "user_id": big})
+    holed = pd.DataFrame(
+        {
+            "item_id": pd.array([big[0], None, big[2]], dtype="Int64"),
+            "user_id": pd.array([None, big[1], big[2]], dtype="Int64"),
+        }
+    )
+    clean_cols, holed_cols = frame_to_columns(clean), frame_to_columns(holed)
+    assert holed_cols["item_id"].dtype == object  # float64 would round these ids
+    enc = fit_encoder(s, holed_cols)
+    assert enc.vocabs["item_id"].is_int
+    assert enc.vocabs["item_id"].keys.tolist() == [big[0], big[2]]
+    from training.data.dataset import encode_features
+
+    a, b = encode_features(enc, clean_cols), encode_features(enc, holed_cols)
+    assert a["item_id"].tolist() == [2, OOV_INDEX, 3]
+    assert b["item_id"].tolist() == [2, PAD_INDEX, 3]
+    assert b["user_id"][0] == PAD_INDEX and (b["user_id"][1:] == a["user_id"][1:]).all()

@@ -28,7 +28,7 @@ from models.contract.features import (
     FeatureEncoder,
     FeatureType,
 )
-from training.data.dataset import fit_encoder
+from training.data.dataset import encode_features, fit_encoder
 from training.data.loader import resolve_schema
 from training.data.readers import DataReadError, find_data_files, read_columns
 from training.data.schema import Schema, SchemaError
@@ -69,7 +69,7 @@ def oov_rates(
         if s.type is not FeatureType.NUMERIC and s.encoding is Encoding.VOCAB and n in columns
     ]
     out: dict[str, float | None] = {}
-    for name, enc in encoder.transform(columns, names=names).items():
+    for name, enc in encode_features(encoder.subset(names), columns).items():
         present = int((enc != PAD_INDEX).sum())
         out[name] = float((enc == OOV_INDEX).sum()) / present if present else None
     return out
