@@ -1,0 +1,17 @@
+"""The data layer: logs + schema → validated, encoded, batched tensors.
+
+Modules (import the one you need; this package imports nothing eagerly):
+
+* ``schema``    the YAML log schema (ids, labels, tasks, features).
+* ``readers``   Parquet/CSV → canonical numpy columns; data-directory layout;
+  side tables (``users.parquet``/``items.parquet``) joined by id.
+* ``validate``  every problem at once (``DataValidationError`` of ``Problem``).
+* ``dataset``   ``fit_encoder``, ``encode_columns``, ``EncodedSplit`` (features,
+  labels, group, user, ``iter_batches``, ``filter_rows``, ``for_task``), ``Batch``.
+* ``loader``    ``load_dataset(dir, tasks=...)``: read, validate, fit, encode,
+  cached in ``DIR/.rocketrank_cache``.
+* ``shuffle``   the chunked shuffle shared by in-memory and streaming batches.
+* ``streaming`` ``StreamingSplit``: the same batches from Parquet row groups.
+* ``negatives`` ``sample_negatives`` for positive-only logs.
+* ``check_cli`` ``rocketrank data check``.
+"""
