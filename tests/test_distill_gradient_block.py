@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from models_fixtures import PRIVILEGED, make_batch, make_labels, make_model
 from torch import Tensor
 
 from models.joint import JointModel
-from tests.models_fixtures import PRIVILEGED, make_batch, make_labels, make_model
 from training.distill import (
     DistillSettings,
     Hint,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from models_fixtures import PRIVILEGED, make_args, make_batch, make_model
 
 from models.cost import count_parameters, flops_per_candidate
 from models.joint import JointModel, JointModelArgs
-from tests.models_fixtures import PRIVILEGED, make_args, make_batch, make_model
 
 KINDS = ["mlp", "two_tower"]
 
