@@ -141,3 +141,26 @@ def test_vectorised_bag_path_matches_the_general_loop(kind: str) -> None:
     empty[:] = [np.zeros(0, np.int64), None]
     flat, pos = _bag_matrix(empty, spec)
     assert flat.dtype == np.int64 and len(flat) == 0 and (pos == -1).all()
+
+
+def test_side_tables_fill_missing_feature_columns_by_id() -> None:
+    from training.data.readers import join_side_tables
+
+    s = schema()
+    split = frame_to_columns(
+        pd.DataFrame({"user_id": [10, 11, 10], "item_id": [5, 6, 99], "price": [1.0, 2.0, 3.0]})
+    )
+    items = frame_to_columns(
+        pd.DataFrame(
+            {"item_id": [6, 5, 5], "price": [60.0, 50.0, 51.0], "tags": [[1], [2, 3], [4]]}
+        )
+    )
+    users = frame_to_columns(pd.DataFrame({"user_id": [11, 10], "city": ["lyon", "nice"]}))
+    out = join_side_tables(s, split, {"items": items, "users": users})
+    assert out["price"] is split["price"]  # present columns are never replaced
+    assert [None if t is None else t.tolist() for t in out["tags"]] == [[4], [1], None]
+    assert out["city"].tolist() == ["nice", "lyon", "nice"]
+    ints = join_side_tables(s, split, {"items": frame_to_columns(
+        pd.DataFrame({"item_id": [5], "hour": [7]}))})  # fmt: skip
+    assert ints["hour"].dtype == np.float64 and ints["hour"][0] == 7
+    assert np.isnan(ints["hour"][1:]).all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from data_fixtures import make_log, schema, write_frame
@@ -95,3 +96,32 @@ def test_streaming_needs_parquet(tmp_path: Path) -> None:
     enc = fit_encoder(s, read_columns(path, s))
     with pytest.raises(DataReadError, match="Parquet"):
         StreamingSplit(path, s, enc)
+
+
+def test_features_joined_from_side_tables_stream_identically(tmp_path: Path) -> None:
+    from data_fixtures import write_data_dir
+
+    from training.data.loader import load_dataset
+
+    full = make_log(150, 6)
+    item_cols = ["item_id", "price", "tags"]
+    items = full[item_cols].drop_duplicates("item_id", keep="last")
+    slim = full.drop(columns=["price", "tags"])
+    a = load_dataset(write_data_dir(tmp_path / "full", frames={"train": full}), cache=False)
+    root = write_data_dir(tmp_path / "slim", frames={"train": slim})
+    write_frame(items, root / "items.parquet")
+    b = load_dataset(root, cache=False, chunk_rows=40)
+    # price/tags of train rows come from the catalogue (same values: last occurrence per item)
+    joined = full.merge(items, on="item_id", suffixes=("_row", ""))
+    assert len(joined) == 150
+    memory = b.split("train")
+    assert torch.equal(memory.features["item_id"], a.split("train").features["item_id"])
+    stream = StreamingSplit(root / "train.parquet", b.schema, b.encoder, chunk_rows=40)
+    assert stream.side_tables  # discovered beside the file
+    _assert_same(
+        list(memory.iter_batches(32, shuffle=True, seed=2)),
+        list(stream.iter_batches(32, shuffle=True, seed=2)),
+    )
+    last = items.set_index("item_id").loc[slim["item_id"], "price"].to_numpy()
+    expected = b.encoder.transform({"price": last}, names=["price"])["price"]
+    assert np.allclose(memory.features["price"].numpy(), expected, equal_nan=True)

@@ -30,7 +30,7 @@ from models.contract.features import (
 )
 from training.data.dataset import encode_features, fit_encoder
 from training.data.loader import resolve_schema
-from training.data.readers import DataReadError, find_data_files, read_columns
+from training.data.readers import DataReadError, find_data_files, read_data_dir
 from training.data.schema import Schema, SchemaError
 from training.data.validate import ValidationReport, validate_columns
 
@@ -171,8 +171,7 @@ def check(
     """
     files = find_data_files(data_dir)
     schema = resolve_schema(files, schema_path)
-    splits = {name: read_columns(path, schema) for name, path in files.splits.items()}
-    side = {name: read_columns(path, schema) for name, path in files.side_tables.items()}
+    splits, side = read_data_dir(files, schema)
     report = validate_columns(schema, dict(splits), tasks, side_tables=side)
     encoder = None
     if report.ok:

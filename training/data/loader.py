@@ -37,7 +37,7 @@ from models.contract.features import EncodeReport, FeatureEncoder
 from training.data import dataset as dataset_module
 from training.data import readers as readers_module
 from training.data.dataset import EncodedSplit, encode_split, fit_encoder
-from training.data.readers import DataFiles, find_data_files, read_columns
+from training.data.readers import DataFiles, find_data_files, read_data_dir
 from training.data.schema import Schema, SchemaError, load_schema
 from training.data.shuffle import CHUNK_ROWS
 from training.data.validate import SplitSummary, ValidationReport, validate_columns
@@ -128,8 +128,7 @@ def load_dataset(
         if hit is not None:
             return hit
 
-    raw = {name: read_columns(path, schema) for name, path in files.splits.items()}
-    side = {name: read_columns(path, schema) for name, path in files.side_tables.items()}
+    raw, side = read_data_dir(files, schema)
     report = validate_columns(schema, dict(raw), task_list, side_tables=side)
     report.raise_if_problems()
     if encoder is None:

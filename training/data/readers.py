@@ -312,11 +312,85 @@ def split_bags(strings: pa.Array | pa.ChunkedArray, separator: str) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), tokens)
 
 
-def read_split_columns(files: DataFiles, split: str, schema: Schema | None = None) -> Columns:
-    """Read one split of a data directory (all its columns)."""
-    if split not in files.splits:
-        raise DataReadError(f"{files.root}: no {split}.parquet or {split}.csv")
-    return read_columns(files.splits[split], schema)
+def _take_with_nulls(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``values[index]`` where ``index == -1`` gives a null (canonical representation)."""
+    miss = index < 0
+    out = values[np.where(miss, 0, index)] if len(values) else np.zeros(len(index), values.dtype)
+    if not miss.any():
+        return out
+    kind = out.dtype.kind
+    if kind == "f":
+        out[miss] = np.nan
+    elif kind in "iu":
+        big = len(out) and np.abs(out[~miss]).max(initial=0) >= _EXACT_FLOAT_INT
+        out = out.astype(object) if big else out.astype(np.float64)
+        out[miss] = None if big else np.nan
+    elif kind == "M":
+        out[miss] = np.datetime64("NaT")
+    else:
+        out = out.astype(object)
+        out[miss] = None
+    return out
+
+
+def join_side_tables(
+    schema: Schema, columns: Columns, side_tables: Mapping[str, Columns]
+) -> Columns:
+    """Fill in feature columns a split lacks from the ``users``/``items`` side tables.
+
+    A feature column absent from the split but present in ``users`` (keyed by the
+    user id) or ``items`` (keyed by the item id) is looked up by the row's id;
+    ids missing from the side table give nulls (imputed / padded by the encoder).
+    Columns the split already has are never replaced.
+
+    Returns:
+        ``columns`` plus the joined feature columns (a new mapping).
+    """
+    out = dict(columns)
+    keys = {"users": schema.ids.user, "items": schema.ids.item}
+    for table_name, key in keys.items():
+        table = side_tables.get(table_name)
+        wanted = [f.name for f in schema.features if f.name not in out]
+        if table is None or key not in table or key not in columns or not wanted:
+            continue
+        found = [name for name in wanted if name in table]
+        if not found:
+            continue
+        side_ids, row_ids = table[key], columns[key]
+        if side_ids.dtype.kind not in "iu" or row_ids.dtype.kind not in "iuf":
+            continue  # validation reports non-integer ids
+        # keep="last" like the negative sampler's catalogue; duplicates are reported anyway
+        last = len(side_ids) - 1 - np.unique(side_ids[::-1], return_index=True)[1]
+        index = _hash_index(side_ids[last]).get_indexer(row_ids)
+        index = np.where(index >= 0, last[np.maximum(index, 0)], -1)
+        for name in found:
+            out[name] = _take_with_nulls(table[name], index)
+    return out
+
+
+def _hash_index(values: np.ndarray) -> Any:
+    """A pandas hash index over unique values (``get_indexer`` is ~0.1 ms per 10k ids)."""
+    import pandas as pd
+
+    return pd.Index(values)
+
+
+def read_data_dir(
+    files: DataFiles, schema: Schema
+) -> tuple[dict[str, Columns], dict[str, Columns]]:
+    """Read every split and side table of a data directory.
+
+    Returns:
+        ``(splits, side_tables)``: split name → columns, with feature columns the
+        split lacks joined from the side tables (see :func:`join_side_tables`),
+        and side table name → columns.
+    """
+    side = {name: read_columns(path, schema) for name, path in files.side_tables.items()}
+    splits = {
+        name: join_side_tables(schema, read_columns(path, schema), side)
+        for name, path in files.splits.items()
+    }
+    return splits, side
 
 
 __all__ = [
@@ -330,9 +404,10 @@ __all__ = [
     "columns_to_frame",
     "find_data_files",
     "frame_to_columns",
+    "join_side_tables",
     "multi_valued_columns",
     "read_columns",
-    "read_split_columns",
+    "read_data_dir",
     "read_table",
     "split_bags",
     "table_to_columns",

@@ -11,7 +11,7 @@ time: one chunk (raw and encoded) plus fewer than ``batch_size`` leftover rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,14 @@ import torch
 
 from models.contract.features import EncodeReport, FeatureEncoder
 from training.data.dataset import Batch, EncodedColumns, encode_columns
-from training.data.readers import DataReadError, table_to_columns
+from training.data.readers import (
+    Columns,
+    DataReadError,
+    find_data_files,
+    join_side_tables,
+    read_columns,
+    table_to_columns,
+)
 from training.data.schema import Schema
 from training.data.shuffle import CHUNK_ROWS, chunk_plan
 
@@ -38,6 +45,10 @@ class StreamingSplit:
         chunk_rows: chunk size of the chunked shuffle; best equal to the file's
             row-group size, so a chunk is read as one row group.
         name: split name (for messages).
+        side_tables: ``users``/``items`` columns to join features the file lacks
+            from (see :func:`training.data.readers.join_side_tables`); default:
+            the side tables beside the file, read only when the file lacks a
+            feature column.
     """
 
     def __init__(
@@ -49,6 +60,7 @@ class StreamingSplit:
         task: str | None = None,
         chunk_rows: int = CHUNK_ROWS,
         name: str = "",
+        side_tables: Mapping[str, Columns] | None = None,
     ) -> None:
         self.path = Path(path)
         if self.path.suffix != ".parquet":
@@ -66,6 +78,12 @@ class StreamingSplit:
         self._group_starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
         self._columns = list(dict.fromkeys(schema.required_columns()))
         self._len: int | None = None
+        present = set(pq.read_schema(self.path).names)
+        lacking = [f.name for f in schema.features if f.name not in present]
+        if side_tables is None and lacking:
+            files = find_data_files(self.path.parent)
+            side_tables = {n: read_columns(p, schema) for n, p in files.side_tables.items()}
+        self.side_tables: Mapping[str, Columns] = side_tables or {}
 
     def __len__(self) -> int:
         """Rows after the task filter (reads the ``where`` label column once)."""
@@ -97,6 +115,8 @@ class StreamingSplit:
         start = chunk * self.chunk_rows
         stop = min(start + self.chunk_rows, self.n_source_rows)
         columns = table_to_columns(self.read_rows(start, stop))
+        if self.side_tables:
+            columns = join_side_tables(self.schema, columns, self.side_tables)
         return encode_columns(self.schema, self.encoder, columns, report)
 
     def _chunks(self, shuffle: bool, seed: int, epoch: int) -> Iterator[tuple[int, np.ndarray]]:
