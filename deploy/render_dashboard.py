@@ -303,11 +303,14 @@ def render(
                     label=legend_text(target.get("legendFormat", ""), series["metric"]),
                 )
                 count += 1
+        unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
         for value in _thresholds(panel):
-            ax.axhline(value * scale, color="tab:red", linestyle="--", linewidth=1.2, label="SLO")
+            label = "SLO" if unit == "s" else "alert threshold"
+            ax.axhline(value * scale, color="tab:red", linestyle="--", linewidth=1.2, label=label)
         ax.set_title(title, fontsize=11, loc="left")
         ax.set_ylabel(unit_label)
         ax.set_ylim(bottom=0)
+        ax.set_xlim(datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC))
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
         ax.tick_params(labelsize=8)
