@@ -160,6 +160,8 @@ async def rank(request: Request, state: StateDep) -> Response:
         status, payload, stage = await loop.run_in_executor(
             state.executor, process, state, body, start
         )
+    seconds = time.perf_counter() - start
     state.metrics.requests.labels(stage, str(status)).inc()
-    state.metrics.request_duration.labels(stage).observe(time.perf_counter() - start)
-    return Response(payload, status_code=status, media_type=_JSON)
+    state.metrics.request_duration.labels(stage).observe(seconds)
+    timing = {"Server-Timing": f"total;dur={seconds * 1e3:.3f}"}
+    return Response(payload, status_code=status, media_type=_JSON, headers=timing)
