@@ -135,7 +135,7 @@ def make_run(
         encoder=encoder,
         task="ctr",
         stage="coarse" if light_kind == "two_tower" else "fine",
-        metrics={"test": {"auc": 0.71, "logloss": 0.42}},
+        metrics={"split": "test", "light": {"auc": 0.71, "logloss": 0.42}},
     )
 
 

@@ -79,7 +79,7 @@ def test_manifest_has_every_field(exported):
         }
         encoder = FeatureEncoder.load(str(path / "encoder.json"))
         assert m["spec_hash"] == encoder.spec_hash()
-        assert m["metrics"]["test"] == {"auc": 0.71, "logloss": 0.42}
+        assert m["metrics"]["light"] == {"auc": 0.71, "logloss": 0.42}
         assert m["metrics"]["export"]["parity"]["max_abs_diff"] <= 1e-5
         assert isinstance(m["params"], int) and m["params"] > 0
         files = {p.name for p in path.iterdir()} - {MANIFEST_FILE}

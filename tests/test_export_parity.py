@@ -205,3 +205,24 @@ def test_export_cli_from_a_run_directory(tmp_path, items, capsys):
     # a two-tower run without a catalogue is refused with a clear message
     assert cli(argv) == 1
     assert "pass --items" in capsys.readouterr().out
+
+
+def test_int8_two_tower_stores_8bit_item_vectors_and_loads_them_as_float(tmp_path, items):
+    run = make_run(tmp_path, "two_tower")
+    fp32 = load_artifact(
+        export_run(run, tmp_path / "repo", "coarse", ExportOptions(items=items)).path
+    )
+    result = export_run(
+        run, tmp_path / "repo", "coarse", ExportOptions(quantize="int8", items=items)
+    )
+    assert np.load(result.path / "item_vectors.npy").dtype == np.uint8
+    qparams = np.load(result.path / "item_vector_qparams.npy")
+    assert qparams.dtype == np.float16 and qparams.shape == (len(fp32.item_ids), 2)
+    int8 = load_artifact(result.path)
+    assert int8.item_vectors.dtype == np.float32
+    assert np.array_equal(int8.item_ids, fp32.item_ids)
+    # int8_min_rows defaults above these tiny tables: the item tower is exact, so the
+    # stored vectors differ from fp32 only by their own rounding (half a step a value)
+    half_step = qparams[:, :1].astype(np.float32) / 2
+    assert np.all(np.abs(int8.item_vectors - fp32.item_vectors) <= half_step * 1.01 + 1e-6)
+    assert result.parity["max_abs_diff_by_path"]["serving"] > 0

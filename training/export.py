@@ -13,7 +13,8 @@
    fp32 within ``1e-5``, int8 within ``1e-2`` in probability — an export that
    fails is refused, nothing is published;
 4. for a two-tower net, compute ``item_vectors`` of the catalogue with the
-   exported module itself (the item features encoded by the run's encoder);
+   exported module itself (the item features encoded by the run's encoder),
+   stored as 8-bit rows in an int8 artifact;
 5. write ``encoder.json`` (served features only), ``manifest.json`` and publish.
 """
 
@@ -38,6 +39,7 @@ from torch import Tensor
 from models.contract.artifact import (
     ENCODER_FILE,
     ITEM_IDS_FILE,
+    ITEM_VECTOR_QPARAMS_FILE,
     ITEM_VECTORS_FILE,
     MODEL_FILE,
     Manifest,
@@ -47,8 +49,9 @@ from models.contract.artifact import (
 from models.contract.features import FeatureEncoder, FeatureType
 from models.contract.repository import ModelRepository
 from models.joint import JointModel, JointModelArgs
+from training.data.schema import load_schema
 from training.evaluate import auc
-from training.export_graph import prepare_scorer, to_torchscript
+from training.export_graph import prepare_scorer, quantize_rows, to_torchscript
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +170,8 @@ def load_run(run_dir: str | Path) -> TrainedRun:
 
     Expects ``model.pt`` (a ``weights_only``-loadable dict with ``model``: the
     state dict and ``model_args``: ``JointModelArgs.to_dict()``), ``encoder.json``,
-    ``metrics.json`` and ``config.json`` (the resolved run config).
+    ``metrics.json`` and ``config.json`` (the resolved run config with ``task``,
+    ``stage`` and ``data_dir``).
 
     Raises:
         ExportError: naming the missing or invalid file.
@@ -192,8 +196,8 @@ def load_run(run_dir: str | Path) -> TrainedRun:
     metrics = _read_json(path / "metrics.json") if (path / "metrics.json").is_file() else {}
     task = str(config.get("task", blob.get("task", "ctr")))
     stage = str(config.get("stage") or ("coarse" if model.two_tower else "fine"))
-    data = config.get("data")
-    data_dir = Path(data) if data else None
+    data = config.get("data_dir")
+    data_dir = Path(data) if isinstance(data, str) and data else None
     return TrainedRun(path, model, encoder, task, stage, metrics, data_dir, config)
 
 
@@ -236,13 +240,13 @@ def held_out_rows(run: TrainedRun, rows: int) -> ParityRows | None:
     or ``None`` when the run's data directory or test split is unavailable."""
     if run.data_dir is None or not run.data_dir.is_dir():
         return None
-    from training.data.dataset import encode_split, resolve_schema
+    from training.data.dataset import encode_split
     from training.data.readers import find_data_files, read_columns
 
     files = find_data_files(run.data_dir)
-    if "test" not in files.splits:
+    if "test" not in files.splits or files.schema is None:
         return None
-    schema = resolve_schema(files, None)
+    schema = load_schema(files.schema)
     columns = read_columns(files.splits["test"], schema)
     split = encode_split(schema, run.encoder, columns, name="test").for_task(schema, run.task)
     n = min(rows, len(split))
@@ -266,30 +270,59 @@ def _logits(module: Any, features: Mapping[str, Tensor], chunk: int = _ITEM_CHUN
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
+def _served_two_tower_logits(
+    exported: Any, features: Mapping[str, Tensor], quantize: str
+) -> Tensor:
+    """Logits as the coarse service computes them: stored item vector · user vector."""
+    n = int(next(iter(features.values())).shape[0])
+    outs = []
+    with torch.inference_mode():
+        for start in range(0, n, _ITEM_CHUNK):
+            part = {k: v[start : start + _ITEM_CHUNK] for k, v in features.items()}
+            u, v = exported.user_vector(part), exported.item_vector(part)
+            if quantize == "int8":
+                codes, scale, offset = quantize_rows(v)
+                v = codes.to(torch.float32) * scale.float().unsqueeze(1) + offset.float().unsqueeze(
+                    1
+                )
+            outs.append((u * v).sum(dim=1))
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
 def check_parity(
-    trained: torch.nn.Module, exported: Any, rows: ParityRows, quantize: str
+    trained: torch.nn.Module,
+    exported: Any,
+    rows: ParityRows,
+    quantize: str,
+    kind: str = "mlp",
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Compare exported and trained scores; raise ExportError beyond the tolerance.
 
     fp32 is compared on logits (``1e-5``); int8 on probabilities (``1e-2``),
     because int8 rounding error grows with the logit's magnitude while what the
-    ranking consumes is the order and the probability.
+    ranking consumes is the order and the probability. For two-tower models the
+    serving path (stored item vector · ``user_vector``, item vectors quantised
+    as in the artifact) is checked as well as ``forward``.
 
     Returns:
         (parity report, test AUC of both — empty without labels).
     """
     ref = _logits(trained, rows.features).double()
-    out = _logits(exported, rows.features).double()
+    paths = {"forward": _logits(exported, rows.features).double()}
+    if kind == "two_tower":
+        paths["serving"] = _served_two_tower_logits(exported, rows.features, quantize).double()
     if quantize == "int8":
         space, tolerance = "probability", INT8_TOLERANCE
-        diff = (torch.sigmoid(out) - torch.sigmoid(ref)).abs()
+        diffs = {k: (torch.sigmoid(v) - torch.sigmoid(ref)).abs() for k, v in paths.items()}
     else:
         space, tolerance = "logit", FP32_TOLERANCE
-        diff = (out - ref).abs()
-    max_diff = float(diff.max()) if len(diff) else 0.0
+        diffs = {k: (v - ref).abs() for k, v in paths.items()}
+    per_path = {k: float(d.max()) if len(d) else 0.0 for k, d in diffs.items()}
+    max_diff = max(per_path.values())
     report = {
         "rows": len(ref),
         "max_abs_diff": max_diff,
+        "max_abs_diff_by_path": per_path,
         "tolerance": tolerance,
         "space": space,
         "source": rows.source,
@@ -297,12 +330,14 @@ def check_parity(
     if not max_diff <= tolerance:  # also catches NaN
         raise ExportError(
             f"parity check failed on {len(ref)} {rows.source} rows: max |{space} difference| "
-            f"{max_diff:.3g} > {tolerance:g} between the exported and the trained light net"
+            f"{per_path} > {tolerance:g} between the exported and the trained light net"
         )
     aucs: dict[str, float] = {}
     if rows.labels is not None:
         y = rows.labels.numpy()
-        aucs = {"exported": auc(y, out.numpy()), "trained": auc(y, ref.numpy())}
+        aucs = {"exported": auc(y, paths["forward"].numpy()), "trained": auc(y, ref.numpy())}
+        if "serving" in paths:
+            aucs["exported_serving"] = auc(y, paths["serving"].numpy())
     return report, aucs
 
 
@@ -421,9 +456,9 @@ def export_run(
     if rows is None:
         log.warning("run %s: no test split available; parity on random inputs", run.path)
         rows = random_rows(encoder, served, min(options.parity_rows, _RANDOM_PARITY_ROWS))
-    parity, test_auc = check_parity(model, loaded, rows, options.quantize)
+    parity, test_auc = check_parity(model, loaded, rows, options.quantize, kind)
 
-    item_ids = item_vectors = None
+    item_ids = item_vectors = item_qparams = None
     if kind == "two_tower":
         items_file = options.items
         if items_file is None:
@@ -436,6 +471,10 @@ def export_run(
         item_ids, item_vectors = item_table(
             loaded, encoder, features["item"], Path(items_file), id_column
         )
+        if options.quantize == "int8":
+            codes, scale, offset = quantize_rows(torch.from_numpy(item_vectors))
+            item_vectors = codes.numpy()
+            item_qparams = torch.stack([scale, offset], dim=1).numpy()
 
     export_metrics: dict[str, Any] = {"parity": parity, "quantization": options.quantize}
     if test_auc:
@@ -445,10 +484,13 @@ def export_run(
 
     def write(directory: Path, version: str) -> None:
         (directory / MODEL_FILE).write_bytes(model_bytes)
-        encoder.save(str(directory / ENCODER_FILE))
+        # compact separators: the vocabularies are most of this file
+        (directory / ENCODER_FILE).write_text(json.dumps(encoder.state(), separators=(",", ":")))
         if item_ids is not None and item_vectors is not None:
             np.save(directory / ITEM_IDS_FILE, item_ids, allow_pickle=False)
             np.save(directory / ITEM_VECTORS_FILE, item_vectors, allow_pickle=False)
+        if item_qparams is not None:
+            np.save(directory / ITEM_VECTOR_QPARAMS_FILE, item_qparams, allow_pickle=False)
         manifest = Manifest(
             name=name,
             version=version,
@@ -489,11 +531,9 @@ def export_run(
 
 
 def _item_id_column(run: TrainedRun) -> str:
-    if run.data_dir is not None and run.data_dir.is_dir():
-        from training.data.dataset import resolve_schema
-        from training.data.readers import find_data_files
-
-        return resolve_schema(find_data_files(run.data_dir), None).ids.item
+    schema_file = run.data_dir / "schema.yaml" if run.data_dir is not None else None
+    if schema_file is not None and schema_file.is_file():
+        return load_schema(schema_file).ids.item
     return str(run.config.get("item_id_column", "item_id"))
 
 

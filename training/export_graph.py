@@ -3,10 +3,10 @@
 * :func:`fold_batchnorm`: ``Linear → BatchNorm1d`` pairs (eval statistics) become
   one ``Linear``, so serving does no normalisation arithmetic.
 * :func:`quantize_embeddings`: every ``nn.Embedding`` becomes an
-  :class:`Int8Embedding` (8-bit codes, an fp16 scale and offset per row). Embedding tables
-  are almost all of a light net's bytes; its Linear layers are small, so they
-  stay fp32 (``torch.ao`` dynamic quantisation is deprecated and would mostly
-  cost dequantisation time on these widths).
+  :class:`Int8Embedding` (8-bit codes, an fp16 scale and offset per row) — the
+  tables are almost all of a light net's bytes. Linear layers stay fp32: they
+  are a few percent of the bytes (and ``torch.ao`` dynamic quantisation is
+  deprecated in torch 2.13).
 * :func:`to_torchscript`: script, optionally ``torch.jit.freeze`` (keeping the
   two-tower methods) and ``optimize_for_inference``.
 
@@ -28,6 +28,28 @@ _MIN_SCALE = 2.0**-24
 _MAX_FP16 = 65_504.0
 
 
+def quantize_rows(weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-row asymmetric 8-bit quantisation of a float matrix ``[N, d]``.
+
+    Returns:
+        ``codes uint8 [N, d]``, ``scale float16 [N]``, ``offset float16 [N]`` with
+        ``row_i ≈ codes[i] · scale[i] + offset[i]`` (error ≤ half a step per value).
+
+    Raises:
+        ValueError: non-finite values or values beyond the fp16 range.
+    """
+    weight = weight.detach().to(torch.float32)
+    if not bool(torch.isfinite(weight).all()) or float(weight.abs().max()) > _MAX_FP16:
+        raise ValueError("cannot quantise: non-finite values or values beyond the fp16 range")
+    low = weight.amin(dim=1)
+    scale = ((weight.amax(dim=1) - low) / 255.0).clamp_min(_MIN_SCALE).to(torch.float16)
+    offset = low.to(torch.float16)
+    # Codes are computed against the fp16-rounded scale and offset that are stored.
+    centred = weight - offset.to(torch.float32).unsqueeze(1)
+    codes = torch.round(centred / scale.to(torch.float32).unsqueeze(1)).clamp(0, 255)
+    return codes.to(torch.uint8), scale, offset
+
+
 class Int8Embedding(nn.Module):
     """Embedding table stored as 8-bit codes with a per-row fp16 scale and offset.
 
@@ -45,16 +67,8 @@ class Int8Embedding(nn.Module):
 
     def __init__(self, weight: Tensor) -> None:
         super().__init__()
-        weight = weight.detach().to(torch.float32)
-        if not bool(torch.isfinite(weight).all()) or float(weight.abs().max()) > _MAX_FP16:
-            raise ValueError("embedding table has non-finite values or values beyond fp16 range")
-        low = weight.amin(dim=1)
-        scale = ((weight.amax(dim=1) - low) / 255.0).clamp_min(_MIN_SCALE).to(torch.float16)
-        offset = low.to(torch.float16)
-        # Codes are computed against the fp16-rounded scale and offset that are stored.
-        centred = weight - offset.to(torch.float32).unsqueeze(1)
-        codes = torch.round(centred / scale.to(torch.float32).unsqueeze(1)).clamp(0, 255)
-        self.register_buffer("codes", codes.to(torch.uint8))
+        codes, scale, offset = quantize_rows(weight)
+        self.register_buffer("codes", codes)
         self.register_buffer("scale", scale)
         self.register_buffer("offset", offset)
         self.num_embeddings = int(weight.shape[0])
@@ -129,7 +143,7 @@ def quantize_embeddings(module: nn.Module, min_rows: int = 0) -> int:
 
 def prepare_scorer(scorer: nn.Module, quantize: str = "none", min_rows: int = 0) -> nn.Module:
     """A deep copy of ``scorer`` in eval mode with BatchNorm folded and, for
-    ``quantize="int8"``, int8 rows in every table of at least ``min_rows`` rows."""
+    ``quantize="int8"``, 8-bit rows in every table of at least ``min_rows`` rows."""
     if quantize not in ("none", "int8"):
         raise ValueError(f"quantize must be 'none' or 'int8', got {quantize!r}")
     model = copy.deepcopy(scorer).eval()
@@ -169,5 +183,6 @@ __all__ = [
     "fold_batchnorm",
     "prepare_scorer",
     "quantize_embeddings",
+    "quantize_rows",
     "to_torchscript",
 ]

@@ -31,7 +31,8 @@ def _describe(repo: ModelRepository, name: str) -> list[dict]:
         except ArtifactError as exc:
             row["error"] = str(exc)
         else:
-            auc = m.metrics.get("test", {}).get("auc") if isinstance(m.metrics, dict) else None
+            light = m.metrics.get("light")
+            auc = light.get("auc") if isinstance(light, dict) else None
             row.update(
                 kind=m.kind, stage=m.stage, task=m.task, quantization=m.quantization,
                 params=m.params, created_at=m.created_at, test_auc=auc,

@@ -7,7 +7,11 @@ service needs to turn raw request values into its inputs::
     encoder.json       FeatureEncoder.state() of the served features
     model.pt           TorchScript module: forward(features) -> logits [B]
     item_ids.npy       two-tower only: int64 [N], sorted raw item ids
-    item_vectors.npy   two-tower only: float32 [N, d], scale already applied
+    item_vectors.npy   two-tower only: float32 [N, d], scale already applied —
+                       or, in int8 artifacts, uint8 codes [N, d] with
+    item_vector_qparams.npy  float16 [N, 2]: per-row (scale, offset), so
+                       vector = codes · scale + offset (the loader dequantises:
+                       ``Artifact.item_vectors`` is always float32)
 
 :func:`load_artifact` verifies every checksum and the feature-spec hash *before*
 it hands ``model.pt`` to ``torch.jit.load``. Each file is read once into memory
@@ -40,6 +44,7 @@ ENCODER_FILE = "encoder.json"
 MODEL_FILE = "model.pt"
 ITEM_IDS_FILE = "item_ids.npy"
 ITEM_VECTORS_FILE = "item_vectors.npy"
+ITEM_VECTOR_QPARAMS_FILE = "item_vector_qparams.npy"
 
 STAGES = ("coarse", "fine")
 KINDS = ("two_tower", "mlp")
@@ -378,7 +383,16 @@ def _load_npy(directory: Path, fname: str, data: bytes) -> np.ndarray:
         ) from exc
 
 
-def _load_item_table(directory: Path, contents: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:
+def dequantize_rows(codes: np.ndarray, qparams: np.ndarray) -> np.ndarray:
+    """``uint8 [N, d]`` codes and ``[N, 2]`` per-row (scale, offset) -> float32 ``[N, d]``."""
+    scale = qparams[:, 0:1].astype(np.float32)
+    offset = qparams[:, 1:2].astype(np.float32)
+    return codes.astype(np.float32) * scale + offset
+
+
+def _load_item_table(
+    directory: Path, manifest: Manifest, contents: dict[str, bytes]
+) -> tuple[np.ndarray, np.ndarray]:
     ids = _load_npy(directory, ITEM_IDS_FILE, contents[ITEM_IDS_FILE])
     vectors = _load_npy(directory, ITEM_VECTORS_FILE, contents[ITEM_VECTORS_FILE])
     if ids.dtype != np.int64 or ids.ndim != 1:
@@ -388,12 +402,32 @@ def _load_item_table(directory: Path, contents: dict[str, bytes]) -> tuple[np.nd
         )
     if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
         raise ArtifactError(f"artifact {directory}: {ITEM_IDS_FILE} is not sorted and unique")
-    if vectors.dtype != np.float32 or vectors.ndim != 2 or len(vectors) != len(ids):
+    quantized = vectors.dtype == np.uint8
+    if quantized:
+        if manifest.quantization != "int8" or ITEM_VECTOR_QPARAMS_FILE not in contents:
+            raise ArtifactError(
+                f"artifact {directory}: {ITEM_VECTORS_FILE} holds uint8 codes but the artifact "
+                f"is not int8 or lacks {ITEM_VECTOR_QPARAMS_FILE}"
+            )
+        qparams = _load_npy(directory, ITEM_VECTOR_QPARAMS_FILE, contents[ITEM_VECTOR_QPARAMS_FILE])
+        if qparams.dtype != np.float16 or qparams.shape != (len(vectors), 2):
+            raise ArtifactError(
+                f"artifact {directory}: {ITEM_VECTOR_QPARAMS_FILE} must be float16 "
+                f"[{len(vectors)}, 2], got {qparams.dtype} {list(qparams.shape)}"
+            )
+    elif vectors.dtype != np.float32:
         raise ArtifactError(
-            f"artifact {directory}: {ITEM_VECTORS_FILE} must be float32 [{len(ids)}, d], "
-            f"got {vectors.dtype} {list(vectors.shape)}"
+            f"artifact {directory}: {ITEM_VECTORS_FILE} must be float32 (or uint8 codes in an "
+            f"int8 artifact), got {vectors.dtype}"
         )
-    return ids, vectors
+    if vectors.ndim != 2 or len(vectors) != len(ids):
+        raise ArtifactError(
+            f"artifact {directory}: {ITEM_VECTORS_FILE} must be [{len(ids)}, d], "
+            f"got {list(vectors.shape)}"
+        )
+    if quantized:
+        vectors = dequantize_rows(vectors, qparams)
+    return ids, np.ascontiguousarray(vectors)
 
 
 def load_artifact(path: str | Path, expected_spec_hash: str | None = None) -> Artifact:
@@ -432,7 +466,7 @@ def load_artifact(path: str | Path, expected_spec_hash: str | None = None) -> Ar
             raise ArtifactError(
                 f"artifact {directory}: {MODEL_FILE} of a two_tower model lacks method(s) {missing}"
             )
-        item_ids, item_vectors = _load_item_table(directory, contents)
+        item_ids, item_vectors = _load_item_table(directory, manifest, contents)
     else:
         item_ids = item_vectors = None
     return Artifact(directory, manifest, encoder, module, item_ids, item_vectors)
