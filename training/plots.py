@@ -75,7 +75,7 @@ def plot_learning_curves(records: Sequence[Mapping[str, Any]], path: str | Path)
 def plot_ablation(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> None:
     """Bar chart of light-net AUC per variant (booster AUC as a marker) and train time."""
     names = [r["variant"] for r in rows]
-    light = [_num(r.get("light", {}).get("auc")) for r in rows]
+    light = [_num((r.get("light") or {}).get("auc")) for r in rows]
     booster = [_num((r.get("booster") or {}).get("auc")) for r in rows]
     seconds = [_num(r.get("train_seconds")) for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
