@@ -16,7 +16,7 @@ from rocketrank.cli import main as rocketrank
 from training.data.schema import Schema, load_schema
 from training.evaluate import auc
 
-ROWS = 6_000
+ROWS = 12_000
 FILES = ("train", "valid", "test", "users", "items")
 
 
@@ -105,9 +105,11 @@ def test_stats_json_matches_the_files(out_dir: Path) -> None:
     test = parts["test"]
     assert stats["oracle_auc_click"] == pytest.approx(auc(test["click"], test["p_click"]), abs=1e-6)
     clicked = test[test["click"] == 1]
-    assert stats["oracle_auc_conversion"] == pytest.approx(
-        auc(clicked["conversion"], clicked["p_conversion"]), abs=1e-6
-    )
+    expected = auc(clicked["conversion"], clicked["p_conversion"])
+    if np.isnan(expected):  # a small test split may hold no conversion: JSON null, not NaN
+        assert stats["oracle_auc_conversion"] is None
+    else:
+        assert stats["oracle_auc_conversion"] == pytest.approx(expected, abs=1e-6)
     assert stats["seconds"] >= 0
 
 

@@ -48,11 +48,11 @@ REQUEST_WEIGHT = (1.0, 3.0, 8.0, 20.0)  # how often each activity level opens th
 class LatentModel:
     """How the latent vectors are composed (variance shares, each component unit variance)."""
 
-    user_from_features: float = 0.5  # age, gender, city tier, purchasing power
+    user_from_features: float = 0.7  # age, gender, city tier, purchasing power
     item_category: float = 0.35
     item_shop: float = 0.15
     item_brand: float = 0.10
-    item_tags: float = 0.10  # the rest of the item vector is idiosyncratic
+    item_tags: float = 0.15  # the rest of the item vector is idiosyncratic
     interest_affinity: float = 1.5  # user×category interest: affinity to the category ...
     interest_taste: float = 1.0  # ... plus a taste the latent vectors do not know
 
