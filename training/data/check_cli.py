@@ -28,9 +28,8 @@ from models.contract.features import (
     FeatureEncoder,
     FeatureType,
 )
-from training.data.dataset import encode_features, fit_encoder
-from training.data.loader import resolve_schema
-from training.data.readers import DataReadError, find_data_files, read_data_dir
+from training.data.encoding import encode_features, fit_encoder
+from training.data.readers import DataReadError, find_data_files, read_data_dir, resolve_schema
 from training.data.schema import Schema, SchemaError
 from training.data.validate import ValidationReport, validate_columns
 

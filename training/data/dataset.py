@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from models.contract.features import PAD_INDEX, EncodeReport, FeatureEncoder, FeatureType
+from models.contract.features import EncodeReport, FeatureEncoder
+from training.data.encoding import encode_features, fit_encoder
 from training.data.schema import Schema
 from training.data.shuffle import CHUNK_ROWS, epoch_order
 
@@ -76,65 +77,6 @@ def _int_ids(values: np.ndarray) -> np.ndarray:
     if values.dtype == object:
         return np.asarray(values.tolist(), dtype=np.int64)
     return values.astype(np.int64)
-
-
-def _nullable_ints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(int64 values, null mask)`` of an object column of Python ints and ``None``.
-
-    Readers produce such columns for integer ids beyond 2**53 with nulls (a float
-    column would round them). The encoder would see objects and hash or look
-    them up as strings, so the data layer encodes their int64 values instead.
-    """
-    if values.dtype != object:
-        return None
-    null = np.fromiter((v is None for v in values), bool, len(values))
-    present = values[~null]
-    if not len(present) or set(map(type, present)) - {int, np.int64}:
-        return None
-    ints = np.zeros(len(values), dtype=np.int64)
-    ints[~null] = np.asarray(present.tolist(), dtype=np.int64)
-    return ints, null
-
-
-def fit_encoder(schema: Schema, train_columns: Mapping[str, np.ndarray]) -> FeatureEncoder:
-    """Fit the feature encoder of every schema feature on the training split only.
-
-    Args:
-        schema: the log schema (its features become the encoder's specs).
-        train_columns: canonical train columns (see :mod:`training.data.readers`).
-    """
-    columns: dict[str, np.ndarray] = {}
-    for f in schema.features:
-        if f.name not in train_columns:
-            continue
-        values = train_columns[f.name]
-        split = _nullable_ints(values) if f.type is FeatureType.CATEGORICAL else None
-        columns[f.name] = values if split is None else split[0][~split[1]]
-    return FeatureEncoder(list(schema.features)).fit(columns)
-
-
-def encode_features(
-    encoder: FeatureEncoder,
-    columns: Mapping[str, np.ndarray],
-    report: EncodeReport | None = None,
-) -> dict[str, np.ndarray]:
-    """``encoder.transform`` of canonical columns (see :func:`_nullable_ints`)."""
-    special = {
-        name: split
-        for name in encoder.specs
-        if name in columns
-        and encoder.specs[name].type is FeatureType.CATEGORICAL
-        and (split := _nullable_ints(columns[name])) is not None
-    }
-    plain = [n for n in encoder.specs if n not in special]
-    out = encoder.transform(columns, names=plain, report=report)
-    for name, (ints, null) in special.items():
-        encoded = np.full(len(ints), PAD_INDEX, dtype=np.int64)
-        encoded[~null] = encoder.encode_column(name, ints[~null], report)
-        out[name] = encoded
-    if report is not None and special and not plain:
-        report.rows += len(next(iter(special.values()))[0])
-    return {name: out[name] for name in encoder.specs}
 
 
 @dataclass

@@ -35,10 +35,11 @@ from typing import Any
 from models.contract import features as contract_features
 from models.contract.features import EncodeReport, FeatureEncoder
 from training.data import dataset as dataset_module
+from training.data import encoding as encoding_module
 from training.data import readers as readers_module
 from training.data.dataset import EncodedSplit, encode_split, fit_encoder
-from training.data.readers import DataFiles, find_data_files, read_data_dir
-from training.data.schema import Schema, SchemaError, load_schema
+from training.data.readers import DataFiles, find_data_files, read_data_dir, resolve_schema
+from training.data.schema import Schema
 from training.data.shuffle import CHUNK_ROWS
 from training.data.validate import SplitSummary, ValidationReport, validate_columns
 
@@ -77,17 +78,6 @@ class Dataset:
             raise KeyError(f"no split {name!r}; have {sorted(self.splits)}")
         s = self.splits[name]
         return s if task is None else s.for_task(self.schema, task)
-
-
-def resolve_schema(files: DataFiles, schema: Schema | str | Path | None) -> Schema:
-    """The schema object for a data directory (argument, file, or ``schema.yaml``)."""
-    if isinstance(schema, Schema):
-        return schema
-    if schema is not None:
-        return load_schema(schema)
-    if files.schema is None:
-        raise SchemaError(f"{files.root}: no schema.yaml; pass the schema file explicitly")
-    return load_schema(files.schema)
 
 
 def load_dataset(
@@ -152,7 +142,7 @@ def load_dataset(
 def _code_fingerprint() -> str:
     """Hash of the source that decides encoded values, so code changes re-encode."""
     digest = hashlib.sha256()
-    for module in (contract_features, readers_module, dataset_module):
+    for module in (contract_features, readers_module, encoding_module, dataset_module):
         digest.update(Path(module.__file__ or "").read_bytes())
     return digest.hexdigest()
 

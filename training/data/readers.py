@@ -40,7 +40,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from models.contract.features import FeatureType
-from training.data.schema import Schema
+from training.data.schema import Schema, SchemaError, load_schema
 
 Columns = dict[str, np.ndarray]
 """Ordered ``{column name: 1-d numpy array}``, all of one length."""
@@ -375,6 +375,21 @@ def _hash_index(values: np.ndarray) -> Any:
     return pd.Index(values)
 
 
+def resolve_schema(files: DataFiles, schema: Schema | str | Path | None) -> Schema:
+    """The schema of a data directory: the one given, a schema file, or ``schema.yaml``.
+
+    Raises:
+        SchemaError: no schema file, or an invalid one.
+    """
+    if isinstance(schema, Schema):
+        return schema
+    if schema is not None:
+        return load_schema(schema)
+    if files.schema is None:
+        raise SchemaError(f"{files.root}: no schema.yaml; pass the schema file explicitly")
+    return load_schema(files.schema)
+
+
 def read_data_dir(
     files: DataFiles, schema: Schema
 ) -> tuple[dict[str, Columns], dict[str, Columns]]:
@@ -409,6 +424,7 @@ __all__ = [
     "read_columns",
     "read_data_dir",
     "read_table",
+    "resolve_schema",
     "split_bags",
     "table_to_columns",
     "to_numpy_column",
