@@ -69,12 +69,8 @@ from training.checkpoint import (
 )
 from training.config import RunConfig, model_args
 from training.data.dataset import EncodedSplit
+from training.data.loader import Dataset, load_dataset
 from training.data.streaming import StreamingSplit
-
-try:
-    from training.data.loader import Dataset, load_dataset
-except ImportError:  # data layer before the loader module split
-    from training.data.dataset import Dataset, load_dataset  # type: ignore[no-redef]
 from training.distill import Hint, LossTerms, Variant, compute_loss, nets_needed
 from training.evaluate import evaluate_scores, json_safe
 from training.plots import plot_learning_curves
