@@ -21,6 +21,7 @@ process follows it on its next poll) and reloads this worker at once.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # Anything a broken artifact can raise (bad archive, wrong inputs in warm-up, ...) refuses it.
 _LOAD_ERRORS = (Exception,)
+# How often missing item features (feature store down at start) are retried.
+_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -228,16 +231,23 @@ class ModelRegistry:
     def _watch(self) -> None:
         poll = self.settings.reload_interval_s
         refresh = self.settings.item_refresh_s
-        tick = min([x for x in (poll, refresh) if x > 0], default=5.0)
-        next_refresh = time.monotonic() + refresh if refresh else float("inf")
-        while not self._stop.wait(min(tick, 5.0) if not poll else tick):
+        tick = min(x for x in (poll, refresh, _RETRY_S) if x > 0)
+        now = time.monotonic()
+        next_poll = now + poll if poll else math.inf
+        next_refresh = now + refresh if refresh else math.inf
+        next_retry = now + _RETRY_S
+        while not self._stop.wait(tick):
             try:
-                if poll:
+                now = time.monotonic()
+                if now >= next_poll:
+                    next_poll = now + poll
                     self.reload()
-                due = time.monotonic() >= next_refresh
-                stale = any(not m.items_complete for m in self._models.values())
-                if due or stale or not self.store.items_available():
-                    next_refresh = time.monotonic() + refresh if refresh else float("inf")
+                incomplete = not self.store.items_available() or any(
+                    not m.items_complete for m in self._models.values()
+                )
+                if now >= next_refresh or (incomplete and now >= next_retry):
+                    next_refresh = now + refresh if refresh else math.inf
+                    next_retry = now + _RETRY_S
                     self.refresh_items()
             except Exception:  # the watcher must survive anything and keep the old model
                 log.exception("model watcher iteration failed")

@@ -77,12 +77,12 @@ def column_array(values: Sequence[Any]) -> np.ndarray:
     return arr
 
 
-def _client(url: str, timeout_s: float) -> redis.Redis:
+def _client(url: str, timeout_s: float, connect_timeout_s: float | None = None) -> redis.Redis:
     # No client-side retries: one attempt per call, bounded by the socket timeout.
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
+        socket_connect_timeout=connect_timeout_s or timeout_s,
         retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False,
     )
@@ -117,7 +117,8 @@ class RedisFeatureStore(FeatureStore):
         self.pinned_version = version or None
         self.breaker = CircuitBreaker(breaker_failures, breaker_cooldown_s)
         self._fast = _client(url, timeout_ms / 1000.0)
-        self._bulk = _client(url, bulk_timeout_s)
+        # Long reads for big item tables, but a dead host must not stall the watcher.
+        self._bulk = _client(url, bulk_timeout_s, min(bulk_timeout_s, 1.0))
         self._refresh_lock = threading.Lock()
         self._version: str | None = None
         self._items = ItemTable.empty()
