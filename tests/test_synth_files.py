@@ -110,6 +110,8 @@ def test_stats_json_matches_the_files(out_dir: Path) -> None:
         assert stats["oracle_auc_conversion"] is None
     else:
         assert stats["oracle_auc_conversion"] == pytest.approx(expected, abs=1e-6)
+    assert 0.5 < stats["oracle_auc_click_no_position"] < 1.0
+    assert set(stats["click_logit_std"]) == set(synth.LOGIT_TERMS)
     assert stats["seconds"] >= 0
 
 

@@ -611,21 +611,27 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 
 def compute_stats(
-    frames: dict[str, pd.DataFrame], cfg: SynthConfig, logit_parts: pd.DataFrame | None = None
+    frames: dict[str, pd.DataFrame], cfg: SynthConfig, logit_terms: pd.DataFrame | None = None
 ) -> dict[str, Any]:
-    """Summary of a generated log: sizes, rates and the oracle (true-probability) AUCs."""
+    """Summary of a generated log: sizes, rates and the oracle (true-probability) AUCs.
+
+    Args:
+        frames: the output of :func:`generate`.
+        cfg: the config that produced it.
+        logit_terms: click-logit terms per row of the whole log (train, valid,
+            test in order); adds their spread and the no-position oracle.
+    """
     log = pd.concat([frames[s] for s in SPLITS], ignore_index=True)
     test = frames["test"]
     clicks = int(log["click"].sum())
     conversions = int(log["conversion"].sum())
     clicked_test = test[test["click"] == 1]
-    by_pos = log.groupby("position")["click"].mean()
-    parts = logit_parts
+    y_test = test["click"].to_numpy()
 
     def _num(x: float) -> float | None:
         return None if math.isnan(x) else round(float(x), 6)
 
-    return {
+    stats: dict[str, Any] = {
         "rows": len(log),
         "seed": cfg.seed,
         "requests": int(log["request_id"].nunique()),
@@ -640,18 +646,23 @@ def compute_stats(
         "ctr": _num(clicks / len(log)),
         "cvr": _num(conversions / clicks) if clicks else None,
         "mean_p_click": _num(log["p_click"].mean()),
-        "oracle_auc_click": _num(auc(test["click"].to_numpy(), test["p_click"].to_numpy())),
+        "oracle_auc_click": _num(auc(y_test, test["p_click"].to_numpy())),
         "oracle_auc_conversion": _num(
             auc(clicked_test["conversion"].to_numpy(), clicked_test["p_conversion"].to_numpy())
         ),
-        "ctr_by_position": {int(k): round(float(v), 5) for k, v in by_pos.items()},
-        "click_logit_std": (
-            {k: round(float(parts[k].std()), 4) for k in parts.columns} if parts is not None else {}
-        ),
-        "splits": {s: len(frames[s]) for s in SPLITS},
-        "clicks_per_split": {s: int(frames[s]["click"].sum()) for s in SPLITS},
-        "row_group_rows": ROW_GROUP_ROWS,
     }
+    if logit_terms is not None:
+        test_terms = logit_terms.iloc[len(log) - len(test) :]
+        # the ceiling of a model that cannot see the position (e.g. the served light net)
+        no_position = test_terms.drop(columns="position").sum(axis=1).to_numpy()
+        stats["oracle_auc_click_no_position"] = _num(auc(y_test, no_position))
+        stats["click_logit_std"] = {k: round(float(logit_terms[k].std()), 4) for k in LOGIT_TERMS}
+    by_position = log.groupby("position")["click"].mean()
+    stats["ctr_by_position"] = {int(k): round(float(v), 5) for k, v in by_position.items()}
+    stats["splits"] = {s: len(frames[s]) for s in SPLITS}
+    stats["clicks_per_split"] = {s: int(frames[s]["click"].sum()) for s in SPLITS}
+    stats["row_group_rows"] = ROW_GROUP_ROWS
+    return stats
 
 
 def write(
