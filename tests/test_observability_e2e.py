@@ -16,6 +16,7 @@ send load for longer.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -167,7 +168,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterat
     _load_features(redis_url, repo["data"], prefix)
     service = ServiceProcess(
         ["--repo", str(repo["repo"]), "--redis", redis_url, "--redis-prefix", prefix],
-        env={"ROCKETRANK_RELOAD_INTERVAL_S": "0"},
+        # A generous Redis timeout: this test is about the scrape path, not degradation,
+        # and a busy 2-core machine can stall a round trip past the 20 ms default.
+        env={"ROCKETRANK_RELOAD_INTERVAL_S": "0", "ROCKETRANK_REDIS_TIMEOUT_MS": "2000"},
     )
     prometheus: PrometheusServer | None = None
     try:
@@ -233,6 +236,16 @@ def test_every_dashboard_query_returns_data(scenario: Scenario, query) -> None:
     for series in result:
         value = float(series["value"][1])
         assert value == value, f"{query.panel_title}: NaN in {series}"  # NaN != NaN
+
+
+def test_dashboard_variables_resolve_to_the_scraped_instance(scenario: Scenario) -> None:
+    for variable in render_dashboard.load_dashboard()["templating"]["list"]:
+        query = variable["query"]["query"]
+        match = re.fullmatch(r"label_values\((.+), (\w+)\)", query)
+        assert match, query
+        selector, label = match.groups()
+        values = _by_label(scenario.prometheus, f"group by ({label}) ({selector})", label)
+        assert len(values) == 1, (variable["name"], values)
 
 
 def _panel(title: str, ref: str = "A") -> str:
