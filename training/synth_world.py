@@ -41,7 +41,7 @@ SLOT_FROM_FAVOURITE_SHOP = 0.10  # one of the user's favourite shops
 # these clicks feed the interacted features but are not rows of the log).
 BACKGROUND_CLICKS_PER_DAY = (0.15, 0.4, 1.0, 2.5)
 ACTIVITY_SHARE = (0.45, 0.30, 0.18, 0.07)
-REQUEST_WEIGHT = (1.0, 3.0, 8.0, 20.0)  # how often each activity level opens the feed
+REQUEST_WEIGHT = (1.0, 4.0, 15.0, 50.0)  # how often each activity level opens the feed
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ def make_users(rng: np.random.Generator, n: int) -> Users:
 
     jitter = rng.lognormal(0.0, 0.3, size=n)
     clicks_per_day = np.asarray(BACKGROUND_CLICKS_PER_DAY)[activity] * jitter
-    request_weight = np.asarray(REQUEST_WEIGHT)[activity] * rng.lognormal(0.0, 0.5, size=n)
+    request_weight = np.asarray(REQUEST_WEIGHT)[activity] * rng.lognormal(0.0, 0.8, size=n)
     device = rng.choice(len(DEVICES), size=n, p=[0.55, 0.35, 0.10])
     ids = unique_ids(rng, n, 10**9, 10**12)
     frame = pd.DataFrame(
