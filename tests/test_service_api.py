@@ -397,3 +397,21 @@ def test_settings_reject_unknown_keys_and_need_a_feature_source(world):
         Settings(repo=world["repo"], features_dir=world["data"], bogus=1)
     with pytest.raises(ValueError, match="features_dir"):
         Settings(repo=world["repo"])
+
+
+@pytest.mark.parametrize(
+    "candidates",
+    [[0, True], [1, False], [False], [10**12, 1.0], ["1"], [5, "a"], [2**64]],
+    ids=["0-true", "1-false", "false", "float", "str", "str2", "uint64"],
+)
+def test_only_plain_json_integers_are_item_ids(client, candidates):
+    resp = client.post("/v1/rank", json={"user_id": 1, "candidates": candidates})
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["loc"][:2] == ["body", "candidates"]
+
+
+def test_int64_extremes_are_valid_ids_and_reported_unknown(client):
+    ids = [0, 1, -1, 2**63 - 1, -(2**63)]
+    body = client.post("/v1/rank", json={"user_id": -(2**63), "candidates": ids}).json()
+    assert body["unknown_item_ids"] == ids
+    assert sorted(it["item_id"] for it in body["items"]) == sorted(ids)

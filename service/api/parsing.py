@@ -55,9 +55,17 @@ def _int_candidates(values: list[Any]) -> np.ndarray | None:
         arr = np.fromiter(values, dtype=np.int64, count=len(values))
     except (TypeError, ValueError, OverflowError):
         return None
-    # fromiter converts floats, numeric strings and bools silently: only ints pass.
-    if set(map(type, values)) != {int}:
+    # fromiter converts floats, numeric strings and bools silently. sum() (a C loop) is a
+    # float when a float is present and raises on a string; bools add like 0/1, so only
+    # the positions holding 0 or 1 need a look at the original objects.
+    try:
+        if type(sum(values)) is not int:
+            return None
+    except TypeError:
         return None
+    for i in np.flatnonzero((arr == 0) | (arr == 1)).tolist():
+        if type(values[i]) is not int:
+            return None
     return arr
 
 
