@@ -25,10 +25,12 @@ def _nullable_ints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """
     if values.dtype != object:
         return None
-    null = np.fromiter((v is None for v in values), bool, len(values))
-    present = values[~null]
-    if not len(present) or set(map(type, present)) - {int, np.int64}:
+    # set(map(type, ...)) runs at C speed and rules out string columns at once
+    types = set(map(type, values))
+    if None.__class__ not in types or types - {int, np.int64, None.__class__}:
         return None
+    null = np.equal(values, None)
+    present = values[~null]
     ints = np.zeros(len(values), dtype=np.int64)
     ints[~null] = np.asarray(present.tolist(), dtype=np.int64)
     return ints, null
