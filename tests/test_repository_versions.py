@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,22 @@ def test_models_cli_list_promote_rollback(repo: ModelRepository, capsys):
     assert cli(["models", "list", "--repo", str(repo.root), "--name", "m"]) == 0
     out = capsys.readouterr().out
     assert f"* m            {v2}" in out
+
+
+def test_prune_removes_leftovers_of_killed_exports(repo: ModelRepository):
+    (v1,) = publish_n(repo, 1)
+    model_dir = repo.root / "m"
+    old_staging = model_dir / ".staging-20000101T000000Z-abc"
+    new_staging = model_dir / ".staging-20990101T000000Z-def"  # an export still running
+    half_deleted = model_dir / ".deleting-20000101T000000Z-1234"
+    old_reserved = model_dir / "20000101T000000Z"  # reserved name, export killed
+    for d in (old_staging, new_staging, half_deleted, old_reserved):
+        d.mkdir()
+    (old_staging / "model.pt").write_bytes(b"partial")
+    day_ago = time.time() - 2 * 24 * 3600
+    for d in (old_staging, old_reserved):
+        os.utime(d, (day_ago, day_ago))
+    assert repo.list_versions("m") == [v1]  # the empty reserved name is not a version
+    repo.prune("m", keep=5)
+    left = {p.name for p in model_dir.iterdir()}
+    assert left == {v1, CURRENT, "history.json", ".lock", new_staging.name}

@@ -6,8 +6,9 @@ For a trained run, builds every candidate serialisation of its light net —
 eager PyTorch (the reference), TorchScript scripted, scripted + frozen, frozen +
 ``optimize_for_inference``, ``torch.export`` (when it exports), and the int8
 variants — checks each against eager on the same rows, and times a forward pass
-over 1,000 and 10,000 candidates (median of ``--repeats`` runs after warm-up,
-all formats measured in one process, one after the other). For two-tower nets it
+over 1,000 and 10,000 candidates (median of ``--repeats`` runs after warm-up;
+all formats in one process, interleaved round by round so machine noise hits
+them alike). For two-tower nets it
 also times the serving path: one ``user_vector`` + ``index_select`` of the
 candidates' stored item vectors + ``torch.mv``.
 
@@ -28,6 +29,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,18 +41,6 @@ from training.export_graph import prepare_scorer, quantize_rows, to_torchscript
 
 SIZES = (1_000, 10_000)
 TWO_TOWER_METHODS = ["user_vector", "item_vector"]
-
-
-def _time(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> list[float]:
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn()
-        out = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            out.append((time.perf_counter() - start) * 1e3)
-    return out
 
 
 def _summary(ms: list[float]) -> dict[str, float]:
@@ -113,11 +103,13 @@ def run_bench(run_dir: Path, repeats: int, threads: int) -> dict[str, Any]:
     with torch.inference_mode():
         reference = scorer(rows)
 
-    results = []
+    # Interleaved rounds: every variant is timed once per round, so load from other
+    # processes on a shared machine hits all variants alike.
+    cases: list[tuple[dict[str, Any], Callable[[], Any]]] = []
     for name, module in variants.items():
         with torch.inference_mode():
             out = module(rows)
-        record_base = {
+        base = {
             "format": name,
             "quantization": "int8" if name.startswith("int8") else "none",
             "max_abs_logit_diff_vs_eager": float((out - reference).abs().max()),
@@ -125,13 +117,21 @@ def run_bench(run_dir: Path, repeats: int, threads: int) -> dict[str, Any]:
         }
         for n in SIZES:
             batch = {k: v[:n] for k, v in rows.items()}
-            ms = _time(lambda m=module, b=batch: m(b), repeats)
-            results.append({**record_base, "path": "forward", "candidates": n, **_summary(ms)})
+            cases.append(({**base, "path": "forward", "candidates": n}, partial(module, batch)))
             if two_tower and hasattr(module, "user_vector"):
-                results.append(
-                    {**record_base, "path": "serving", "candidates": n,
-                     **_summary(_serving_times(module, batch, name, repeats))}
-                )  # fmt: skip
+                step = _serving_step(module, batch, name)
+                cases.append(({**base, "path": "serving", "candidates": n}, step))
+    times: list[list[float]] = [[] for _ in cases]
+    with torch.inference_mode():
+        for _ in range(3):  # warm-up (TorchScript profiling runs, allocator)
+            for _, fn in cases:
+                fn()
+        for _ in range(repeats):
+            for k, (_, fn) in enumerate(cases):
+                start = time.perf_counter()
+                fn()
+                times[k].append((time.perf_counter() - start) * 1e3)
+    results = [{**record, **_summary(ms)} for (record, _), ms in zip(cases, times)]
     eager = {
         (r["path"], r["candidates"]): r["median_ms"] for r in results if r["format"] == "eager"
     }
@@ -144,27 +144,31 @@ def run_bench(run_dir: Path, repeats: int, threads: int) -> dict[str, Any]:
         "torch": torch.__version__,
         "threads": threads,
         "repeats": repeats,
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_1m": os.getloadavg()[0],
+        },
         "results": results,
     }
 
 
-def _serving_times(module: Any, batch: dict[str, Tensor], name: str, repeats: int) -> list[float]:
-    """One user vector, then stored item vectors of the candidates dotted with it."""
+def _serving_step(module: Any, batch: dict[str, Tensor], name: str) -> Callable[[], Tensor]:
+    """The coarse service's work for one request: one user vector, then the
+    candidates' stored item vectors (``index_select``) dotted with it (``mv``)."""
     with torch.inference_mode():
         vectors = module.item_vector(batch)
         if name.startswith("int8"):
             codes, scale, offset = quantize_rows(vectors)
             vectors = codes.float() * scale.float().unsqueeze(1) + offset.float().unsqueeze(1)
-    n = vectors.shape[0]
-    pos = torch.randperm(n)
+    pos = torch.randperm(vectors.shape[0])
     user = {k: v[:1] for k, v in batch.items()}
 
     def step() -> Tensor:
         u = module.user_vector(user)[0]
         return torch.mv(torch.index_select(vectors, 0, pos), u)
 
-    return _time(step, repeats)
+    return step
 
 
 def main(argv: list[str] | None = None) -> int:

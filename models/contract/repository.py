@@ -20,7 +20,8 @@ Atomicity, so a reader never sees a half-written artifact or a missing pointer:
   ``os.replace``'d over it, so ``current`` always exists and always points at a
   complete version.
 * prune: a version is renamed to a hidden name before it is deleted, and the
-  version ``current`` points at is never pruned.
+  version ``current`` points at is never pruned. Pruning also removes what a
+  killed process left behind (staging directories older than a day).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -42,6 +44,8 @@ from models.contract.artifact import MANIFEST_FILE, ArtifactError, verify_artifa
 CURRENT = "current"
 HISTORY_FILE = "history.json"
 LOCK_FILE = ".lock"
+ABANDONED_AFTER_SECONDS = 24 * 3600
+"""Staging directories older than this are leftovers of a killed export."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VERSION = re.compile(r"^(\d{8}T\d{6}Z)(?:-(\d+))?$")
 
@@ -283,7 +287,30 @@ class ModelRepository:
                 os.rename(directory / version, doomed)
                 shutil.rmtree(doomed, ignore_errors=True)
                 deleted.append(version)
+            self._remove_abandoned(directory)
         return deleted
+
+    @staticmethod
+    def _remove_abandoned(directory: Path) -> None:
+        """Remove leftovers of killed processes: half-deleted versions, and staging
+        directories (and empty reserved version names) untouched for a day."""
+        cutoff = time.time() - ABANDONED_AFTER_SECONDS
+        for p in directory.iterdir():
+            try:
+                if p.name.startswith(".deleting-") or (
+                    p.name.startswith(".staging-") and p.stat().st_mtime < cutoff
+                ):
+                    shutil.rmtree(p, ignore_errors=True)
+                elif (
+                    _VERSION.match(p.name)
+                    and p.is_dir()
+                    and not p.is_symlink()
+                    and not any(p.iterdir())
+                    and p.stat().st_mtime < cutoff
+                ):
+                    p.rmdir()
+            except OSError:
+                continue  # another process got there first
 
     # ----------------------------------------------------------------- helpers
     def _require_version(self, name: str, version: str) -> None:
