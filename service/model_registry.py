@@ -168,6 +168,7 @@ class ModelRegistry:
         if version == self._failed.get(role) and not force:
             return ReloadOutcome(role, name, "unchanged", serving, attempted=version)
         start = time.perf_counter()
+        self.store.refresh()  # a new model is encoded against the newest item features
         try:
             model = self._build(role, self.repository.version_dir(name, version).resolve())
         except _LOAD_ERRORS as exc:
@@ -242,8 +243,9 @@ class ModelRegistry:
                 if now >= next_poll:
                     next_poll = now + poll
                     self.reload()
+                table = self.store.items().version
                 incomplete = not self.store.items_available() or any(
-                    not m.items_complete for m in self._models.values()
+                    not m.items_complete or m.items.version != table for m in self._models.values()
                 )
                 if now >= next_refresh or (incomplete and now >= next_retry):
                     next_refresh = now + refresh if refresh else math.inf

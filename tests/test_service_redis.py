@@ -183,3 +183,34 @@ def test_circuit_breaker_opens_probes_after_the_cool_down_and_closes():
     assert breaker.allow()
     breaker.record_success()
     assert breaker.state is BreakerState.CLOSED and breaker.allow()
+
+
+def test_new_item_features_are_picked_up_on_schedule(redis_url, key_prefix, world, tmp_path):
+    client = redis.Redis.from_url(redis_url)
+    load_features(client, world["data"], key_prefix, version="v1")
+    settings = redis_settings(world, redis_url, key_prefix, item_refresh_s=0.2)
+    item = int(sf.ITEM_IDS[3])
+    body = {**BODY, "candidates": [item], "stage": "fine"}
+    with TestClient(create_app(settings)) as c:
+        before = c.post("/v1/rank", json=body).json()["items"][0]["score"]
+        changed = world["items"].copy()
+        changed.loc[changed["item_id"] == item, "price"] = 5000.0
+        sf.write_feature_tables(tmp_path)  # users as before
+        changed.to_parquet(tmp_path / "items.parquet", index=False)
+        load_features(client, tmp_path, key_prefix, version="v2")
+        row = changed[changed["item_id"] == item].iloc[0].to_dict()
+        expected = sf.reference_scores(
+            world["repo"], "fine", world["versions"]["fine"],
+            sf.user_row(world["users"], USER), BODY["context"], [row],
+        )[0]  # fmt: skip
+        assert expected != pytest.approx(before, abs=1e-4)
+        deadline = time.monotonic() + 30
+        while True:
+            answer = c.post("/v1/rank", json=body).json()
+            if answer["items"][0]["score"] == pytest.approx(float(expected), abs=1e-5):
+                break
+            assert time.monotonic() < deadline, "the new item features were never served"
+            time.sleep(0.05)
+        assert answer["degraded"] is False
+        assert {m["items_version"] for m in c.get("/v1/models").json()["models"]} == {"v2"}
+    client.close()
