@@ -181,3 +181,19 @@ def test_two_stage_kd_needs_a_teacher_and_reports_its_booster(data_dir, tmp_path
     assert student.metrics["booster"]["auc"] == pytest.approx(teacher.metrics["booster"]["auc"])
     for key, value in frozen.state_dict().items():
         assert torch.equal(value, before[key]), f"teacher parameter {key} changed"
+
+
+@pytest.mark.slow
+def test_streamed_training_split_trains_exactly_like_the_in_memory_one(tmp_path):
+    small = write_tiny_data(tmp_path / "data", rows=3_000)
+    streamed_cfg = tiny_config("rocket", epochs=1, data={"chunk_rows": 700})
+    streamed = prepare_data(small, streamed_cfg)
+    in_memory = prepare_data(small, streamed_cfg)
+    in_memory.train = in_memory.dataset.split("train", task="ctr")
+    assert type(streamed.train).__name__ == "StreamingSplit"
+    assert len(streamed.train) == len(in_memory.train)
+    train(streamed_cfg, streamed, tmp_path / "a", TrainOptions(**QUIET))
+    train(streamed_cfg, in_memory, tmp_path / "b", TrainOptions(**QUIET))
+    a, b = _flat_state(tmp_path / "a"), _flat_state(tmp_path / "b")
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=0), key

@@ -19,6 +19,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # backend chosen above, before pyplot loads
 
 _COLORS = {"booster": "tab:red", "light": "tab:blue"}
+_TERM_STYLE = {
+    "booster_bce": ("tab:red", "-"),
+    "light_bce": ("tab:blue", "-"),
+    "hint": ("tab:green", "-"),
+    "loss": ("tab:gray", ":"),
+}
 
 
 def _smooth(values: Sequence[float], window: int) -> list[float]:
@@ -45,9 +51,11 @@ def plot_learning_curves(records: Sequence[Mapping[str, Any]], path: str | Path)
     for term in terms:
         xs = [r["step"] for r in steps if term in r["loss"]]
         ys = _smooth([r["loss"][term] for r in steps if term in r["loss"]], window)
-        color = next((c for k, c in _COLORS.items() if k in term), None)
-        style = "-" if term != "total" else ":"
+        color, style = _TERM_STYLE.get(term, (None, "-"))
         ax.plot(xs, ys, style, label=term, color=color, linewidth=1.2)
+    # the hint and the BCE terms differ by orders of magnitude early in training
+    if terms and all(v > 0 for r in steps for v in r["loss"].values()):
+        ax.set_yscale("log")
     ax.set_title("training loss (moving average)")
     ax.set_xlabel("step")
     if terms:

@@ -70,6 +70,8 @@ from training.checkpoint import (
 from training.config import RunConfig, model_args
 from training.data.dataset import EncodedSplit
 from training.data.loader import Dataset, load_dataset
+from training.data.readers import read_columns
+from training.data.shuffle import CHUNK_ROWS
 from training.data.streaming import StreamingSplit
 from training.distill import Hint, LossTerms, Variant, compute_loss, nets_needed
 from training.evaluate import evaluate_scores, json_safe
@@ -181,7 +183,9 @@ def prepare_data(
     """
     if max_rows is not None and max_rows <= 0:
         raise ValueError(f"max_rows must be > 0, got {max_rows}")
-    dataset = load_dataset(data_dir, tasks=[cfg.task], cache=cache)
+    # the in-memory split shuffles with the same chunk plan as a streamed one
+    chunk_rows = cfg.data.chunk_rows or CHUNK_ROWS
+    dataset = load_dataset(data_dir, tasks=[cfg.task], cache=cache, chunk_rows=chunk_rows)
     schema = dataset.schema
     label = schema.task(cfg.task).label
 
@@ -197,6 +201,9 @@ def prepare_data(
         if max_rows is not None:
             raise ValueError("max_rows cannot be combined with streaming (data.chunk_rows > 0)")
         assert dataset.files is not None
+        side_tables = {
+            name: read_columns(path, schema) for name, path in dataset.files.side_tables.items()
+        }
         train: EncodedSplit | StreamingSplit = StreamingSplit(
             dataset.files.splits["train"],
             schema,
@@ -204,6 +211,7 @@ def prepare_data(
             task=cfg.task,
             chunk_rows=cfg.data.chunk_rows,
             name="train",
+            side_tables=side_tables,
         )
     else:
         train = split("train")  # type: ignore[assignment]
