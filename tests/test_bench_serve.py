@@ -199,6 +199,7 @@ def test_bench_serve_end_to_end_writes_every_key(tiny, tmp_path):
         warmup=0.3,
         requests=4,
         bare_repeats=2,
+        generator_check_rate=50.0,
     )
     lines: list[str] = []
     doc = run_serve_bench(cfg, log=lines.append, command="test")
@@ -211,6 +212,8 @@ def test_bench_serve_end_to_end_writes_every_key(tiny, tmp_path):
     )
     assert doc["speedup_basis"].startswith("p50 latency at 20 req/s")
     assert doc["naive"]["runs"][0]["server_time_count"] > 0  # x-server-time-ms was read
+    null = doc["generator_check"]["median"]
+    assert null["errors"] == 0 and null["requests"] == 50  # 1 s at 50/s against the null server
     for key in ("cpu_model", "cores", "torch", "date_utc"):
         assert key in doc["machine"]
     table = format_table(doc)

@@ -73,6 +73,7 @@ class ServeBenchConfig:
     fine_model: str = "fine"
     naive: bool = True
     naive_start_rate: float = 8.0
+    generator_check_rate: float | None = None
     slo_ms: float | None = None
     timeout: float = 2.0
     max_connections: int = 256
@@ -158,9 +159,18 @@ class ServerBench:
         self.log = log
 
     def measure(
-        self, name: str, cmd: list[str], port: int, *, find_max: bool, start_rate: float
+        self,
+        name: str,
+        cmd: list[str],
+        port: int,
+        *,
+        find_max: bool,
+        start_rate: float,
+        rate: float | None = None,
     ) -> dict[str, Any]:
+        """``cfg.runs`` runs at ``rate`` (default ``cfg.rate``), then optionally find-max."""
         cfg = self.cfg
+        rate = rate or cfg.rate
         env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         payloads = [build_request("127.0.0.1", port, "/v1/rank", b) for b in self.workload.bodies]
         with ServerProcess(cmd, port, env=env, cwd=ROOT) as server:
@@ -188,7 +198,7 @@ class ServerBench:
                 )
                 return s
 
-            runs = [load(cfg.rate, cfg.duration, cfg.warmup) for _ in range(cfg.runs)]
+            runs = [load(rate, cfg.duration, cfg.warmup) for _ in range(cfg.runs)]
             result: dict[str, Any] = {"runs": runs, "median": median_summary(runs)}
             if find_max:
                 probe_s = cfg.probe_duration or cfg.duration
@@ -318,6 +328,20 @@ def run_serve_bench(
             start_rate=cfg.naive_start_rate,
         )
 
+    generator: dict[str, Any] | None = None
+    if cfg.generator_check_rate:
+        port = free_port()
+        log(f"load-generator check against a null server on :{port} ...")
+        null_cmd = [sys.executable, "-m", "service.bench.null_server", "--port", str(port)]
+        generator = bench.measure(
+            "null",
+            null_cmd,
+            port,
+            find_max=False,
+            start_rate=cfg.generator_check_rate,
+            rate=cfg.generator_check_rate,
+        )
+
     med = service["median"]
     speedup, basis = None, "naive baseline not run"
     if naive is not None:
@@ -368,6 +392,7 @@ def run_serve_bench(
         "bare": bare,
         "service": service,
         "naive": naive,
+        "generator_check": generator,
         "seconds": round(time.time() - started, 1),
     }
     return doc

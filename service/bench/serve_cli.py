@@ -67,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--naive-start-rate", type=float, default=8.0, help="find-max start for the naive (8)"
     )
+    parser.add_argument(
+        "--generator-check",
+        type=float,
+        metavar="RATE",
+        help="also drive a null server at RATE req/s with the same bodies (the harness's floor)",
+    )
     parser.add_argument("--timeout", type=float, default=2.0, help="request timeout, s (2)")
     parser.add_argument("--max-connections", type=int, default=256)
     parser.add_argument("--bare-repeats", type=int, default=20)
@@ -98,6 +104,7 @@ def config_from_args(args: argparse.Namespace) -> ServeBenchConfig:
         fine_model=args.fine_model,
         naive=not args.no_naive,
         naive_start_rate=args.naive_start_rate,
+        generator_check_rate=args.generator_check,
         slo_ms=args.slo_ms,
         timeout=args.timeout,
         max_connections=args.max_connections,
@@ -123,14 +130,15 @@ def format_table(doc: dict[str, Any]) -> str:
         f"{doc['machine']['cores']} cores, torch {doc['machine']['torch']})",
         head + "   (ms)",
     ]
-    for name in ("service", "naive"):
+    labels = {"service": "service", "naive": "naive", "generator_check": "null srv"}
+    for name, label in labels.items():
         part = doc.get(name)
         if not part:
             continue
         m = part["median"]
         fm = part.get("find_max")
         lines.append(
-            f"{name:8} {_cell(m['qps'], 1):>8} {m['errors']:>6} {_cell(m['p50_ms']):>8} "
+            f"{label:8} {_cell(m['qps'], 1):>8} {m['errors']:>6} {_cell(m['p50_ms']):>8} "
             f"{_cell(m['p95_ms']):>8} {_cell(m['p99_ms']):>8} {_cell(m['p999_ms']):>8} "
             f"{_cell(m['server_time_p50_ms'], 3):>10} {_cell(fm['max_rate'] if fm else None, 1):>8}"
         )
