@@ -125,3 +125,22 @@ def test_features_joined_from_side_tables_stream_identically(tmp_path: Path) -> 
     last = items.set_index("item_id").loc[slim["item_id"], "price"].to_numpy()
     expected = b.encoder.transform({"price": last}, names=["price"])["price"]
     assert np.allclose(memory.features["price"].numpy(), expected, equal_nan=True)
+
+
+@pytest.mark.parametrize("task", [None, "cvr"])
+def test_resuming_mid_epoch_yields_the_remaining_batches(
+    split_file: Path, task: str | None
+) -> None:
+    s = schema()
+    cols = read_columns(split_file, s)
+    enc = fit_encoder(s, cols)
+    memory = encode_split(s, enc, cols, chunk_rows=32)
+    if task:
+        memory = memory.for_task(s, task)
+    stream = StreamingSplit(split_file, s, enc, task=task, chunk_rows=32)
+    full = list(memory.iter_batches(9, shuffle=True, seed=4, epoch=3))
+    for start in (0, 1, 4, len(full) - 1, len(full) + 2):
+        tail_memory = list(memory.iter_batches(9, True, 4, 3, start_batch=start))
+        tail_stream = list(stream.iter_batches(9, True, 4, 3, start_batch=start))
+        _assert_same(full[start:], tail_memory)
+        _assert_same(full[start:], tail_stream)
