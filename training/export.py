@@ -44,6 +44,7 @@ from models.contract.artifact import (
     MODEL_FILE,
     Manifest,
     checksum_files,
+    read_manifest,
     write_manifest,
 )
 from models.contract.features import FeatureEncoder, FeatureType
@@ -458,23 +459,9 @@ def export_run(
         rows = random_rows(encoder, served, min(options.parity_rows, _RANDOM_PARITY_ROWS))
     parity, test_auc = check_parity(model, loaded, rows, options.quantize, kind)
 
-    item_ids = item_vectors = item_qparams = None
-    if kind == "two_tower":
-        items_file = options.items
-        if items_file is None:
-            if run.data_dir is None:
-                raise ExportError(
-                    f"run {run.path} records no data directory; pass --items for the catalogue"
-                )
-            items_file = run.data_dir / "items.parquet"
-        id_column = _item_id_column(run)
-        item_ids, item_vectors = item_table(
-            loaded, encoder, features["item"], Path(items_file), id_column
-        )
-        if options.quantize == "int8":
-            codes, scale, offset = quantize_rows(torch.from_numpy(item_vectors))
-            item_vectors = codes.numpy()
-            item_qparams = torch.stack([scale, offset], dim=1).numpy()
+    catalogue = (
+        _catalogue(run, options, loaded, encoder, features["item"]) if kind == "two_tower" else None
+    )
 
     export_metrics: dict[str, Any] = {"parity": parity, "quantization": options.quantize}
     if test_auc:
@@ -486,11 +473,8 @@ def export_run(
         (directory / MODEL_FILE).write_bytes(model_bytes)
         # compact separators: the vocabularies are most of this file
         (directory / ENCODER_FILE).write_text(json.dumps(encoder.state(), separators=(",", ":")))
-        if item_ids is not None and item_vectors is not None:
-            np.save(directory / ITEM_IDS_FILE, item_ids, allow_pickle=False)
-            np.save(directory / ITEM_VECTORS_FILE, item_vectors, allow_pickle=False)
-        if item_qparams is not None:
-            np.save(directory / ITEM_VECTOR_QPARAMS_FILE, item_qparams, allow_pickle=False)
+        for fname, array in (catalogue or {}).items():
+            np.save(directory / fname, array, allow_pickle=False)
         manifest = Manifest(
             name=name,
             version=version,
@@ -514,8 +498,6 @@ def export_run(
     repository = ModelRepository(repo)
     version = repository.publish(name, write, promote=options.promote, keep=options.keep)
     path = repository.version_dir(name, version)
-    from models.contract.artifact import read_manifest
-
     manifest = read_manifest(path)
     size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
     log.info(
@@ -528,6 +510,32 @@ def export_run(
         time.perf_counter() - started,
     )
     return ExportResult(version, path, manifest, parity, test_auc, size)
+
+
+def _catalogue(
+    run: TrainedRun,
+    options: ExportOptions,
+    exported: Any,
+    encoder: FeatureEncoder,
+    item_names: list[str],
+) -> dict[str, np.ndarray]:
+    """The two-tower item files: ``{file name: array}`` (8-bit vectors for int8)."""
+    items_file = options.items
+    if items_file is None:
+        if run.data_dir is None:
+            raise ExportError(
+                f"run {run.path} records no data directory; pass --items for the catalogue"
+            )
+        items_file = run.data_dir / "items.parquet"
+    ids, vectors = item_table(exported, encoder, item_names, Path(items_file), _item_id_column(run))
+    if options.quantize != "int8":
+        return {ITEM_IDS_FILE: ids, ITEM_VECTORS_FILE: vectors}
+    codes, scale, offset = quantize_rows(torch.from_numpy(vectors))
+    return {
+        ITEM_IDS_FILE: ids,
+        ITEM_VECTORS_FILE: codes.numpy(),
+        ITEM_VECTOR_QPARAMS_FILE: torch.stack([scale, offset], dim=1).numpy(),
+    }
 
 
 def _item_id_column(run: TrainedRun) -> str:
