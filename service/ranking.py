@@ -122,6 +122,15 @@ class StageModel:
         self.context_names = list(manifest.features.get("context", []))
         self.item_names = list(manifest.features.get("item", []))
         self.side_names = self.user_names + self.context_names
+        if items_complete and len(items):
+            # A model built for another feature set would otherwise score every item with
+            # defaults for these columns, silently and without `degraded`.
+            absent = [n for n in self.item_names if n != item_id_column and n not in items.columns]
+            if absent:
+                raise ValueError(
+                    f"model {self.name}@{self.version} needs item feature(s) {absent} that the "
+                    f"feature store's item table ({items.version}) does not have"
+                )
         side_state = json.dumps(self.encoder.subset(self.side_names).state(), sort_keys=True)
         # Equal keys = identical user/context encoding (specs and fitted vocabularies/stats).
         self.side_key = hashlib.sha256(side_state.encode()).hexdigest()

@@ -14,6 +14,7 @@ import contextlib
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -225,3 +226,115 @@ def metric(base: str, name: str, **labels: str) -> float:
     found = [v for (n, lab), v in scrape(base).items() if n == name and wanted <= lab]
     assert found, f"{name}{labels} is not exposed"
     return sum(found)
+
+
+# --------------------------------------------------------------------------- broken artifacts
+
+BROKEN_KINDS = ("flipped_byte", "missing_file", "wrong_spec_hash", "other_feature_set")
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _other_feature_set_writer(world: Mapping[str, Any]) -> Callable[[Path, str], None]:
+    """A self-consistent fine artifact (checksums, spec hash, model) whose item
+    features are not the store's: ``tags`` is gone and a ``brand`` column the
+    item table has never had is needed."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from models.contract.artifact import (
+        ENCODER_FILE,
+        MODEL_FILE,
+        Manifest,
+        checksum_files,
+        write_manifest,
+    )
+    from models.contract.features import FeatureEncoder, FeatureSpec
+
+    item_names = ["item_id", "category", "price", "brand"]
+    specs = [s for s in sf.SPECS if s.name != "tags"]
+    specs.append(FeatureSpec("brand", "categorical", "item", dim=4))
+    users, items = world["users"], world["items"]
+    columns: dict[str, Any] = {n: users[n].to_numpy() for n in sf.USER_FEATURES}
+    columns.update({n: items[n].to_numpy() for n in item_names[:3]})
+    columns["hour"] = np.arange(24, dtype=float)
+    columns["device"] = np.array(["ios", "android", "web"] * 8)
+    columns["brand"] = np.array(["acme", "globex", "initech"] * 10)
+    encoder = FeatureEncoder(specs).fit(columns)
+    names = sf.USER_FEATURES + sf.CONTEXT_FEATURES + item_names
+
+    class OtherMLP(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = sf.Tower(encoder, names, 8)
+            self.head = nn.Linear(8, 1)
+
+        def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.head(torch.relu(self.body(features))).squeeze(-1)
+
+    torch.manual_seed(0)
+    module = torch.jit.script(OtherMLP().eval())
+
+    def write(directory: Path, version: str) -> None:
+        encoder.save(str(directory / ENCODER_FILE))
+        torch.jit.save(module, str(directory / MODEL_FILE))
+        manifest = Manifest(
+            name="fine", version=version, created_at="2026-11-22T00:00:00+00:00",
+            task="ctr", stage="fine", kind="mlp", format="torchscript", quantization="none",
+            features={"user": sf.USER_FEATURES, "context": sf.CONTEXT_FEATURES, "item": item_names},
+            feature_types={s.name: str(s.type) for s in specs}, spec_hash=encoder.spec_hash(),
+            metrics={"auc": 0.5}, params=sum(p.numel() for p in module.parameters()),
+            files=checksum_files(directory), git_commit=None, rocketrank_version="test",
+        )  # fmt: skip
+        write_manifest(directory, manifest)
+
+    return write
+
+
+def publish_broken(world: Mapping[str, Any], kind: str) -> str:
+    """Publish and promote a broken ``fine`` version; returns its version name.
+
+    Kinds: ``flipped_byte`` (one byte of ``model.pt`` inverted after the
+    manifest was written), ``missing_file`` (``encoder.json`` deleted),
+    ``wrong_spec_hash`` (the manifest's spec hash edited), ``other_feature_set``
+    (a consistent artifact built for item features the store does not have).
+    The damage is done after a verified publish, as on-disk corruption would be.
+    """
+    from models.contract.artifact import ENCODER_FILE, MANIFEST_FILE, MODEL_FILE
+    from models.contract.repository import ModelRepository
+
+    repo = ModelRepository(world["repo"])
+    if kind == "other_feature_set":
+        return repo.publish("fine", _other_feature_set_writer(world))
+    if kind not in BROKEN_KINDS:
+        raise ValueError(f"unknown broken kind {kind!r}; choose from {BROKEN_KINDS}")
+    # A good artifact built in a scratch repository, copied in unpromoted, damaged,
+    # and only then promoted (the watcher must never see it intact).
+    with tempfile.TemporaryDirectory() as scratch:
+        good = sf.publish(Path(scratch), "fine", "mlp", world["encoder"], world["items"], seed=77)
+        source = ModelRepository(scratch).version_dir("fine", good)
+
+        def copy(directory: Path, version: str) -> None:
+            for file in source.iterdir():
+                shutil.copy2(file, directory / file.name)
+            manifest = json.loads((directory / MANIFEST_FILE).read_text())
+            manifest["version"] = version
+            (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+        version = repo.publish("fine", copy, promote=False)
+    directory = repo.version_dir("fine", version)
+    if kind == "flipped_byte":
+        _flip_byte(directory / MODEL_FILE)
+    elif kind == "missing_file":
+        (directory / ENCODER_FILE).unlink()
+    else:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+        manifest["spec_hash"] = "0" * 64
+        (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
+    repo.promote("fine", version, verify=False)
+    return version
