@@ -224,13 +224,11 @@ _UNITS: dict[str, tuple[float, str]] = {
 
 
 def _panel_unit(panel: Mapping[str, Any]) -> tuple[float, str]:
+    """(scale applied to values, y-axis label) from the panel's unit and axis label."""
     defaults = panel.get("fieldConfig", {}).get("defaults", {})
-    scale, label = _UNITS.get(defaults.get("unit", "short"), (1.0, defaults.get("unit", "")))
-    axis_label = defaults.get("custom", {}).get("axisLabel")
-    if axis_label and defaults.get("unit") == "percentunit":
-        # CPU: "percentunit" where 1.0 = one core reads better as cores.
-        return 1.0, axis_label
-    return scale, axis_label or label
+    unit = defaults.get("unit", "short")
+    scale, label = _UNITS.get(unit, (1.0, unit))
+    return scale, defaults.get("custom", {}).get("axisLabel") or label
 
 
 def _thresholds(panel: Mapping[str, Any]) -> list[float]:
