@@ -86,16 +86,19 @@ def fitted_encoder(user_buckets: int = 0) -> FeatureEncoder:
 def make_joint(encoder: FeatureEncoder, light_kind: str, seed: int = 0, **overrides) -> JointModel:
     """A JointModel with non-trivial weights and BatchNorm running statistics."""
     torch.manual_seed(seed)
-    args = JointModelArgs(
-        features=[s.to_dict() for s in encoder.specs.values()],
-        cardinalities={n: encoder.cardinality(n) for n, s in encoder.specs.items() if s.is_sparse},
-        served=list(SERVED),
-        privileged=list(PRIVILEGED),
-        light_kind=light_kind,
-        light_dims=[16, 8],
-        booster_dims=[64, 32],
-        **{"norm": "batch", **overrides},
-    )
+    kwargs = {
+        "features": [s.to_dict() for s in encoder.specs.values()],
+        "cardinalities": {
+            n: encoder.cardinality(n) for n, s in encoder.specs.items() if s.is_sparse
+        },
+        "served": list(SERVED),
+        "privileged": list(PRIVILEGED),
+        "light_kind": light_kind,
+        "light_dims": [16, 8],
+        "booster_dims": [64, 32],
+        "norm": "batch",
+    }
+    args = JointModelArgs(**{**kwargs, **overrides})
     model = JointModel(args)
     with torch.no_grad():
         for table in model.embeddings.tables.values():

@@ -10,6 +10,7 @@ import pytest
 import torch
 from export_fixtures import (
     ITEM_FEATURES,
+    SERVED,
     encoded,
     item_columns,
     log_columns,
@@ -226,3 +227,14 @@ def test_int8_two_tower_stores_8bit_item_vectors_and_loads_them_as_float(tmp_pat
     half_step = qparams[:, :1].astype(np.float32) / 2
     assert np.all(np.abs(int8.item_vectors - fp32.item_vectors) <= half_step * 1.01 + 1e-6)
     assert result.parity["max_abs_diff_by_path"]["serving"] > 0
+
+
+def test_mlp_serving_a_cross_feature_lists_it_under_cross(tmp_path):
+    run = make_run(tmp_path, "mlp", served=[*SERVED, "user_cat_clicks"], privileged=["dwell"])
+    artifact = load_artifact(export_run(run, tmp_path / "repo", "fine").path)
+    assert artifact.manifest.features["cross"] == ["user_cat_clicks"]
+    assert "user_cat_clicks" in artifact.encoder.specs and "dwell" not in artifact.encoder.specs
+    raw = _raw_rows(100)
+    with torch.no_grad():
+        trained = run.model(encoded(run.encoder, raw))
+    assert torch.allclose(artifact.module(artifact.encode(raw)), trained, rtol=0, atol=1e-5)

@@ -50,7 +50,7 @@ STAGES = ("coarse", "fine")
 KINDS = ("two_tower", "mlp")
 FORMATS = ("torchscript",)
 QUANTIZATIONS = ("none", "int8")
-SIDES = ("user", "item", "context")
+SIDES = ("user", "item", "context", "cross")
 
 _REQUIRED_FILES = {
     "mlp": (ENCODER_FILE, MODEL_FILE),
@@ -83,7 +83,8 @@ class Manifest:
         kind: ``two_tower`` or ``mlp``.
         format: serialisation of ``model.pt`` (``torchscript``).
         quantization: ``none`` or ``int8``.
-        features: served feature names by side (``user``, ``item``, ``context``).
+        features: served feature names by side (``user``, ``item``, ``context``; an
+            MLP light net may also serve ``cross`` user×item features).
         feature_types: feature name -> FeatureType value.
         spec_hash: ``FeatureEncoder.spec_hash()`` of ``encoder.json``.
         metrics: evaluation metrics copied from the training run.
@@ -112,8 +113,10 @@ class Manifest:
 
     @property
     def feature_names(self) -> list[str]:
-        """All served features: user, then context, then item (manifest order)."""
-        return [n for side in ("user", "context", "item") for n in self.features.get(side, [])]
+        """All served features: user, context, item, then cross (user×item) features."""
+        return [
+            n for side in ("user", "context", "item", "cross") for n in self.features.get(side, [])
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
