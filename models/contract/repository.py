@@ -177,7 +177,9 @@ class ModelRepository:
             if verify:
                 verify_artifact(staging)
             os.chmod(staging, 0o755)  # mkdtemp makes it 0700; readers may be another user
+            _fsync_tree(staging)  # the data is on disk before the name says it is complete
             os.rename(staging, final)  # replaces the reserved empty directory atomically
+            _fsync_dir(directory)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             with contextlib.suppress(OSError):
@@ -331,6 +333,22 @@ class ModelRepository:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(directory: Path) -> None:
+    for p in directory.iterdir():
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(directory)
 
 
 def _now_iso() -> str:
