@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import service_fixtures as sf
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.main import create_app
@@ -415,3 +417,75 @@ def test_int64_extremes_are_valid_ids_and_reported_unknown(client):
     body = client.post("/v1/rank", json={"user_id": -(2**63), "candidates": ids}).json()
     assert body["unknown_item_ids"] == ids
     assert sorted(it["item_id"] for it in body["items"]) == sorted(ids)
+
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+_json = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+_feature_maps = st.dictionaries(
+    st.sampled_from(["age", "gender", "hour", "device", "price", "tags", "other"]), _json
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    user_id=_json,
+    candidates=st.lists(st.integers() | _json, max_size=6) | _json,
+    user_features=_feature_maps | _json,
+    context=_feature_maps | _json,
+    stage=st.sampled_from(["coarse", "fine", "cascade"]) | _json,
+    top_k=st.integers() | _json,
+)
+def test_arbitrary_json_bodies_never_cause_a_server_error(
+    client, user_id, candidates, user_features, context, stage, top_k
+):
+    body = {
+        "user_id": user_id,
+        "candidates": candidates,
+        "user_features": user_features,
+        "context": context,
+        "stage": stage,
+        "top_k": top_k,
+    }
+    resp = client.post("/v1/rank", json=body)
+    assert resp.status_code in (200, 422), resp.text
+    assert "Traceback" not in resp.text
+
+
+_inline = st.fixed_dictionaries(
+    {"item_id": st.sampled_from([int(sf.ITEM_IDS[0]), sf.UNKNOWN_ITEM])},
+    optional={"features": _feature_maps},
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    user_features=_feature_maps,
+    context=_feature_maps,
+    candidates=st.lists(st.sampled_from(candidate_ids()) | _inline, min_size=1, max_size=6),
+    stage=st.sampled_from(["coarse", "fine", "cascade"]),
+)
+def test_arbitrary_feature_values_are_scored_or_refused_never_a_server_error(
+    client, user_features, context, candidates, stage
+):
+    body = {
+        "user_id": USER,
+        "candidates": candidates,
+        "user_features": user_features,
+        "context": context,
+        "stage": stage,
+    }
+    resp = client.post("/v1/rank", json=body)
+    assert resp.status_code in (200, 422), resp.text
+    if resp.status_code == 200:
+        scores = [it["score"] for it in resp.json()["items"]]
+        assert all(0.0 <= s <= 1.0 for s in scores)
