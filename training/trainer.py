@@ -503,8 +503,10 @@ def train(
         state.update(ckpt["trainer"])
         _truncate_log(log_path, position.step)
         log.info("resumed %s at epoch %d batch %d step %d", run_dir, *position.to_dict().values())
-    elif log_path.exists():
-        log_path.unlink()
+    else:
+        # a fresh run never mixes with the outputs of an earlier one in the same directory
+        for name in (LOG_FILE, CHECKPOINT_FILE, BEST_FILE, MODEL_FILE, METRICS_FILE, CURVES_FILE):
+            (run_dir / name).unlink(missing_ok=True)
 
     def checkpoint(pos: Position) -> None:
         save_checkpoint(
