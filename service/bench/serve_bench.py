@@ -67,6 +67,7 @@ class ServeBenchConfig:
     probe_duration: float | None = None
     max_probes: int = 10
     workers: int = 1
+    torch_threads: int = 0
     requests: int = 32
     seed: int = 0
     coarse_model: str = "coarse"
@@ -82,6 +83,11 @@ class ServeBenchConfig:
     @property
     def slo(self) -> float:
         return self.slo_ms if self.slo_ms is not None else SLO_P99_MS[self.stage]
+
+    @property
+    def threads(self) -> int:
+        """Torch intra-op threads per server worker (the service's default: cores // workers)."""
+        return self.torch_threads or max(1, (os.cpu_count() or 1) // self.workers)
 
     @property
     def roles(self) -> list[str]:
@@ -171,7 +177,10 @@ class ServerBench:
         """``cfg.runs`` runs at ``rate`` (default ``cfg.rate``), then optionally find-max."""
         cfg = self.cfg
         rate = rate or cfg.rate
-        env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        env = {
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "ROCKETRANK_TORCH_THREADS": str(cfg.torch_threads),
+        }
         payloads = [build_request("127.0.0.1", port, "/v1/rank", b) for b in self.workload.bodies]
         with ServerProcess(cmd, port, env=env, cwd=ROOT) as server:
             assert server.proc is not None
@@ -240,7 +249,7 @@ def service_command(cfg: ServeBenchConfig, port: int, models: Mapping[str, str])
 
 
 def naive_command(cfg: ServeBenchConfig, port: int, models: Mapping[str, str]) -> list[str]:
-    threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+    threads = cfg.threads
     cmd = [sys.executable, "-m", "service.bench.naive_server", "--repo", str(cfg.repo)]
     cmd += ["--features", str(cfg.features), "--port", str(port), "--threads", str(threads)]
     cmd += ["--coarse-model", models.get("coarse", ""), "--fine-model", models.get("fine", "")]
@@ -301,7 +310,7 @@ def run_serve_bench(
         + ", ".join(f"{r}={a.manifest.name}@{a.manifest.version}" for r, a in artifacts.items())
     )
 
-    threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+    threads = cfg.threads
     log(f"bare model in-process ({threads} torch threads) ...")
     bare = measure_bare(artifacts, cfg.features, calls, threads=threads, repeats=cfg.bare_repeats)
     log(f"  bare p50 {bare['p50_ms']:.3f} ms")

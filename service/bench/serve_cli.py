@@ -59,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-probes", type=int, default=10, help="find-max runs per server")
     parser.add_argument("--slo-ms", type=float, help="p99 bound (default: the stage's SLO)")
     parser.add_argument("--workers", type=int, default=1, help="service worker processes (1)")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="torch threads per server worker and for the bare model "
+        "(ROCKETRANK_TORCH_THREADS; default 0 = the service's default, cores // workers)",
+    )
     parser.add_argument("--requests", type=int, default=32, help="distinct request bodies (32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--coarse-model", default="coarse")
@@ -98,6 +105,7 @@ def config_from_args(args: argparse.Namespace) -> ServeBenchConfig:
         probe_duration=args.probe_duration,
         max_probes=args.max_probes,
         workers=args.workers,
+        torch_threads=args.torch_threads,
         requests=args.requests,
         seed=args.seed,
         coarse_model=args.coarse_model,
