@@ -1,0 +1,135 @@
+"""Render benchmark JSON documents as the Markdown tables of ``docs/BENCHMARKS.md``.
+
+Run: ``python -m service.bench.report bench/*.json`` (serve and train documents,
+in any order). Numbers are copied from the JSON, never retyped by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _f(v: Any, digits: int = 2) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def serve_table(docs: list[dict[str, Any]]) -> str:
+    head = (
+        "| stage | candidates | offered req/s | achieved QPS | errors | p50 ms | p95 ms | p99 ms "
+        "| p99.9 ms | SLO p99 ms | met | server p50 ms | bare p50 ms | server/bare | naive p50 ms "
+        "| speed-up vs naive | max QPS under SLO |"
+    )
+    lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
+    for d in docs:
+        naive = d.get("naive") or {}
+        naive_p50 = (naive.get("median") or {}).get("p50_ms")
+        fm = (d.get("service") or {}).get("find_max")
+        max_qps = (
+            _f(fm["max_rate"], 0) + (" (capped)" if fm and fm["capped"] else "") if fm else "–"
+        )
+        lines.append(
+            f"| {d['stage']} | {d['candidates']:,} | {_f(d['rate'], 0)} | {_f(d['qps'], 1)} "
+            f"| {d['errors']} | {_f(d['p50_ms'])} | {_f(d['p95_ms'])} | {_f(d['p99_ms'])} "
+            f"| {_f(d['p999_ms'])} | {_f(d['slo_p99_ms'], 0)} "
+            f"| {'yes' if d['meets_slo_at_rate'] else '**no**'} | {_f(d['server_time_p50_ms'], 3)} "
+            f"| {_f(d['bare_p50_ms'], 3)} | {_f(d['server_time_ratio_vs_bare'])} "
+            f"| {_f(naive_p50, 1)} | {_f(d['speedup_vs_naive'], 1)}× | {max_qps} |"
+        )
+    notes = [f"- {d['stage']}: speed-up basis: {d['speedup_basis']}" for d in docs]
+    gen = [
+        f"- {d['stage']}: load-generator check (null server, same bodies) at "
+        f"{_f(d['generator_check']['median']['offered_rate'], 0)} req/s: p50 "
+        f"{_f(d['generator_check']['median']['p50_ms'])} ms, p99 "
+        f"{_f(d['generator_check']['median']['p99_ms'])} ms, send lag p99 "
+        f"{_f(d['generator_check']['median']['send_lag_p99_ms'])} ms"
+        for d in docs
+        if d.get("generator_check")
+    ]
+    return "\n".join([*lines, "", *notes, *gen])
+
+
+def train_table(doc: dict[str, Any]) -> str:
+    lines = [
+        f"`{doc['config_path']}` (task {doc['task']}, stage {doc['stage']}), batch "
+        f"{doc['batch_size']}, {doc['steps']} timed steps after {doc['warmup_steps']} warm-up, "
+        f"median of {doc['runs']} runs, {doc['torch_threads']} torch threads. Measured matmul: "
+        f"**{_f(doc['matmul_gflops'], 1)} GFLOP/s** (fp32 1024³)"
+        + (
+            f", {_f(doc['matmul_gflops_model_shape'], 1)} GFLOP/s at the booster's largest layer "
+            f"({'×'.join(map(str, doc['model_shape']))})"
+            if doc.get("matmul_gflops_model_shape")
+            else ""
+        )
+        + ".",
+        "",
+        "| variant | samples/s | s per run | train kFLOP/sample | achieved GFLOP/s | MFU |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, v in doc["variants"].items():
+        label = f"joint ({v['variant']})" if name == "joint" else name
+        lines.append(
+            f"| {label} | {v['samples_per_s']:,.0f} | {v['seconds']:.2f} "
+            f"| {v['train_flops_per_sample'] / 1e3:,.1f} | {v['achieved_gflops']:.2f} "
+            f"| {v['mfu']:.1%} |"
+        )
+    g = doc["goals"]
+    flops = doc["flops"]
+    lines += [
+        "",
+        f"- joint / booster_alone wall time: **{doc['joint_over_booster_alone']:.2f}** "
+        f"(goal ≤ {g['joint_over_booster_alone_max']}; "
+        f"{'met' if g['met']['joint_over_booster_alone'] else 'missed'})",
+        f"- joint / two-stage KD wall time: **{doc['joint_over_two_stage']:.2f}** "
+        f"(goal ≤ {g['joint_over_two_stage_max']}; "
+        f"{'met' if g['met']['joint_over_two_stage'] else 'missed'})",
+        f"- MFU of the joint step: **{doc['mfu']:.1%}** (goal ≥ {g['mfu_min']:.0%}; "
+        f"{'met' if g['met']['mfu'] else 'missed'})",
+        f"- FLOPs: forward {flops['forward_per_sample']['booster'] / 1e3:,.1f} kFLOP/sample "
+        f"(booster), {flops['forward_per_sample']['light'] / 1e3:,.1f} (light); convention: "
+        f"{flops['convention']}; a counted joint step: "
+        f"{flops['joint_step_counted_per_sample'] / 1e3:,.1f} kFLOP/sample vs "
+        f"{flops['joint_step_convention_per_sample'] / 1e3:,.1f} by the convention",
+    ]
+    return "\n".join(lines)
+
+
+def machine_line(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    return (
+        f"{m['date_utc']}: {m['cpu_model']}, {m['cores']} cores, torch {m['torch']}, "
+        f"Python {m['python']}, load average at start {m.get('load_average_at_start')}"
+    )
+
+
+def render(paths: list[Path]) -> str:
+    docs = [json.loads(p.read_text()) for p in paths]
+    serve = [d for d in docs if d.get("benchmark") == "serve"]
+    train = [d for d in docs if d.get("benchmark") == "train"]
+    out: list[str] = []
+    if serve:
+        out += ["### Serving", "", serve_table(serve), "", "Commands:", ""]
+        out += [f"    {d['command']}" for d in serve]
+        out += ["", "Machine:", ""] + [f"- {machine_line(d)}" for d in serve] + [""]
+    for d in train:
+        out += ["### Training", "", train_table(d), "", "Command:", "", f"    {d['command']}"]
+        out += ["", f"Machine: {machine_line(d)}", ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    print(render(args.json))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
