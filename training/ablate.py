@@ -180,7 +180,12 @@ def run_ablation(
         if base is None or variant in (Variant.LIGHT_ALONE, Variant.BOOSTER_ALONE):
             continue
         teacher_auc = (row["booster"] or {}).get("auc", math.nan)
-        row["gap_closed_auc"] = gap_closed(row["light"]["auc"], base["light"]["auc"], teacher_auc)
+        if teacher_auc > base["light"]["auc"]:
+            # a teacher no better than the baseline leaves no gap to close: a ratio of two
+            # negative differences would read as success
+            row["gap_closed_auc"] = gap_closed(
+                row["light"]["auc"], base["light"]["auc"], teacher_auc
+            )
     rows = [results[v] for v in VARIANTS if v in wanted]
     write_report(rows, out_dir, cfg, data, options)
     return rows
@@ -256,8 +261,9 @@ def format_markdown(rows: Sequence[dict[str, Any]], header: dict[str, Any] | Non
     lines.append(
         "Light-net metrics on the test split; `–` = not applicable (that net was not "
         "trained). gap closed = (AUC(light) − AUC(light_alone)) / (AUC(its booster) − "
-        "AUC(light_alone)). Times are the optimiser steps only (no evaluation); two_stage_kd "
-        "includes training its booster. The ratio uses CPU seconds (one torch thread), which "
+        "AUC(light_alone)), `–` when that booster is not better than light_alone. Times "
+        "are the optimiser steps only (no evaluation); two_stage_kd includes training its "
+        "booster. The ratio uses CPU seconds (one torch thread), which "
         "other processes on a shared machine inflate far less than wall seconds."
     )
     return "\n".join(lines) + "\n"
