@@ -55,9 +55,10 @@ def make_log(n_rows: int, seed: int, n_users: int = 40, n_items: int = 60) -> pd
     price[rng.random(n_rows) < 0.05] = np.nan
     price[rng.random(n_rows) < 0.02] = np.inf
     click = (rng.random(n_rows) < 0.3).astype(np.int64)
+    click[:2] = [0, 1][:n_rows]  # both label values whenever there are two rows
     conversion = click * (rng.random(n_rows) < 0.4).astype(np.int64)
-    conversion[np.flatnonzero(click)[:2]] = [0, 1]  # both values among clicks, always
-    click[:2] = [0, 1]
+    clicked = np.flatnonzero(click)[:2]
+    conversion[clicked] = [1, 0][: len(clicked)]  # both values among clicks when possible
     tags = [
         rng.choice(np.arange(1, 20), size=rng.integers(0, 5), replace=False).tolist()
         for _ in range(n_rows)

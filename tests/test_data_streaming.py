@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from data_fixtures import make_log, schema, write_frame
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from training.data.dataset import Batch, encode_split, fit_encoder
 from training.data.readers import DataReadError, read_columns
@@ -144,3 +146,36 @@ def test_resuming_mid_epoch_yields_the_remaining_batches(
         tail_stream = list(stream.iter_batches(9, True, 4, 3, start_batch=start))
         _assert_same(full[start:], tail_memory)
         _assert_same(full[start:], tail_stream)
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n_rows=st.integers(1, 90),
+    row_group=st.integers(1, 40),
+    chunk_rows=st.integers(1, 50),
+    batch_size=st.integers(1, 60),
+    seed=st.integers(0, 2**32),
+    task=st.sampled_from([None, "cvr"]),
+)
+def test_streaming_equals_in_memory_for_any_sizes(
+    tmp_path: Path,
+    n_rows: int,
+    row_group: int,
+    chunk_rows: int,
+    batch_size: int,
+    seed: int,
+    task: str | None,
+) -> None:
+    s = schema()
+    path = write_frame(make_log(n_rows, seed % 97), tmp_path / "train.parquet", row_group)
+    cols = read_columns(path, s)
+    enc = fit_encoder(s, cols)
+    memory = encode_split(s, enc, cols, chunk_rows=chunk_rows)
+    memory = memory.for_task(s, task) if task else memory
+    stream = StreamingSplit(path, s, enc, task=task, chunk_rows=chunk_rows)
+    a = list(memory.iter_batches(batch_size, shuffle=True, seed=seed, epoch=1))
+    b = list(stream.iter_batches(batch_size, shuffle=True, seed=seed, epoch=1))
+    _assert_same(a, b)
+    assert sum(len(x) for x in a) == len(memory)
