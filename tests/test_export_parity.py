@@ -238,3 +238,16 @@ def test_mlp_serving_a_cross_feature_lists_it_under_cross(tmp_path):
     with torch.no_grad():
         trained = run.model(encoded(run.encoder, raw))
     assert torch.allclose(artifact.module(artifact.encode(raw)), trained, rtol=0, atol=1e-5)
+
+
+def test_int8_tables_dequantise_once_and_are_never_frozen():
+    torch.manual_seed(0)
+    q = Int8Embedding(torch.randn(30, 4))
+    assert q.table.numel() == 0
+    scripted = torch.jit.script(q)
+    saved = scripted.table.numel()
+    out = scripted(torch.tensor([1, 29]))
+    assert saved == 0 and scripted.table.shape == (30, 4)  # filled by the first call
+    assert torch.equal(out, q.dequantized()[[1, 29]])
+    with pytest.raises(ValueError, match="cannot be frozen"):
+        to_torchscript(torch.nn.Sequential(Int8Embedding(torch.randn(5, 2))), freeze=True)

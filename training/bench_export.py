@@ -83,7 +83,6 @@ def build_variants(scorer: torch.nn.Module, two_tower: bool, rows: dict[str, Ten
         "torchscript_frozen": to_torchscript(fp32, methods, freeze=True),
         "torchscript_frozen_optimized": to_torchscript(fp32, methods, optimize=True),
         "int8_torchscript": to_torchscript(int8, methods, freeze=False),
-        "int8_torchscript_frozen": to_torchscript(int8, methods, freeze=True),
     }
     program = _export_program(fp32, rows)
     if program is not None:

@@ -446,7 +446,9 @@ def export_run(
     started = time.perf_counter()
     prepared = prepare_scorer(model.light_scorer(), options.quantize, options.int8_min_rows)
     methods = TWO_TOWER_METHODS if kind == "two_tower" else ()
-    exported = to_torchscript(prepared, methods, freeze=True)
+    # Frozen fp32 measured fastest (training/bench_export.py); int8 tables must stay
+    # unfrozen so they dequantise once at load instead of being folded back to fp32.
+    exported = to_torchscript(prepared, methods, freeze=options.quantize != "int8")
     # Parity and item vectors run on the module as the service will load it.
     buffer = io.BytesIO()
     torch.jit.save(exported, buffer)

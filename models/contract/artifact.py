@@ -433,6 +433,19 @@ def _load_item_table(
     return ids, np.ascontiguousarray(vectors)
 
 
+def _first_call(directory: Path, module: torch.jit.ScriptModule, encoder: FeatureEncoder) -> None:
+    """Score one default row: int8 modules dequantise their tables on the first call,
+    which must not race with concurrent requests."""
+    row = {k: torch.from_numpy(v) for k, v in encoder.defaults(encoder.specs).items()}
+    try:
+        with torch.no_grad():
+            module(row)
+    except Exception as exc:  # a module that cannot score its own default row is broken
+        raise ArtifactError(
+            f"artifact {directory}: {MODEL_FILE} fails on a default row: {exc}"
+        ) from exc
+
+
 def load_artifact(path: str | Path, expected_spec_hash: str | None = None) -> Artifact:
     """Verify and load an artifact directory.
 
@@ -463,6 +476,8 @@ def load_artifact(path: str | Path, expected_spec_hash: str | None = None) -> Ar
             f"artifact {directory}: {MODEL_FILE} is not a loadable TorchScript archive: {exc}"
         ) from exc
     module.eval()
+    if manifest.quantization == "int8":
+        _first_call(directory, module, encoder)
     if manifest.kind == "two_tower":
         missing = [m for m in _TWO_TOWER_METHODS if not hasattr(module, m)]
         if missing:
