@@ -73,7 +73,7 @@ class ServiceMetrics:
         store_duration: ``feature_store_duration_seconds{store}``.
         degraded: ``degraded_requests_total``.
         model_info: ``model_info{stage,name,version}`` = 1 for the served versions.
-        reloads: ``reloads_total{result}`` (success / failed / unchanged-free).
+        reloads: ``reloads_total{result}`` (success / failed).
     """
 
     def __init__(self) -> None:
