@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from data_fixtures import make_log, schema, write_data_dir
+from data_fixtures import SCHEMA, make_log, schema, write_data_dir
 
 from training.data.loader import load_dataset
 from training.data.readers import frame_to_columns
+from training.data.schema import Schema
 from training.data.validate import (
     ANY,
     DataValidationError,
@@ -158,3 +159,24 @@ def test_every_problem_is_reported_at_once_before_training(tmp_path: Path) -> No
 def test_problem_str_names_split_and_column() -> None:
     assert str(Problem("valid", "price", "bad")) == "[valid.price] bad"
     assert str(Problem("test", ANY, "split is empty")) == "[test] split is empty"
+
+
+def test_hashed_ids_must_have_one_kind_across_splits() -> None:
+    hashed = {"encoding": "hash", "buckets": 32}
+    data = {
+        **SCHEMA,
+        "features": [
+            {**f, **hashed} if f["name"] in ("city", "topics") else f for f in SCHEMA["features"]
+        ],
+    }
+    frames = _frames()
+    frames["valid"]["city"] = np.arange(len(frames["valid"]))
+    frames["test"]["topics"] = [[1, 2]] * len(frames["test"])
+    report = validate_columns(
+        Schema.from_dict(data), {k: frame_to_columns(v) for k, v in frames.items()}
+    )
+    (topics,) = _find(report, "test", "topics")
+    assert "int values but train holds str values" in topics
+    (city,) = _find(report, "valid", "city")
+    assert "hash to different buckets" in city
+    assert len(report.problems) == 2

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.contract.features import FeatureType
+from models.contract.features import Encoding, FeatureType
 from training.data.readers import Columns
 from training.data.schema import Schema
 
@@ -388,6 +388,43 @@ def _check_task_labels(schema: Schema, task: str, train: Columns) -> list[Proble
     return []
 
 
+def _id_kind(values: np.ndarray, bag: bool) -> str:
+    if bag and value_kind(values) == "list":
+        present = values[~null_mask(values)]
+        parts = [p for p in present if len(p)]
+        return value_kind(np.concatenate(parts)) if parts else "empty"
+    return value_kind(values)
+
+
+def _check_hash_kinds(schema: Schema, splits: Mapping[str, Columns | None]) -> list[Problem]:
+    """Hashed ids must be of one kind everywhere: ``"42"`` and ``42`` hash apart."""
+    train = splits.get("train")
+    problems: list[Problem] = []
+    if train is None:
+        return problems
+    for spec in schema.features:
+        if spec.encoding is not Encoding.HASH or spec.name not in train:
+            continue
+        bag = spec.type is FeatureType.MULTI_CATEGORICAL
+        want = _id_kind(train[spec.name], bag)
+        if want not in ("int", "str"):
+            continue
+        for split, columns in splits.items():
+            if split == "train" or columns is None or spec.name not in columns:
+                continue
+            got = _id_kind(columns[spec.name], bag)
+            if got in ("int", "str") and got != want:
+                problems.append(
+                    Problem(
+                        split,
+                        spec.name,
+                        f"hashed feature holds {got} values but train holds {want} values; "
+                        "they would hash to different buckets",
+                    )
+                )
+    return problems
+
+
 def _check_side_table(schema: Schema, name: str, columns: Columns) -> list[Problem]:
     key = schema.ids.user if name == "users" else schema.ids.item
     if key not in columns:
@@ -448,6 +485,10 @@ def validate_columns(
     if train is not None and report.splits.get("train", SplitSummary()).rows:
         for t in report.tasks:
             report.problems += _check_task_labels(schema, t, train)
+        seen = {(p.split, p.column) for p in report.problems}
+        report.problems += [
+            p for p in _check_hash_kinds(schema, splits) if (p.split, p.column) not in seen
+        ]
     for name, columns in (side_tables or {}).items():
         report.problems += _check_side_table(schema, name, columns)
     return report
