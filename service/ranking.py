@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from service.metrics import ServiceMetrics
 
 STAGES = ("coarse", "fine", "cascade")
 _ENCODE_CHUNK = 8192
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class FeatureValueError(ValueError):
@@ -66,6 +68,17 @@ def check_value(spec: FeatureSpec, value: Any, loc: tuple[str | int, ...]) -> No
             raise FeatureValueError(loc, f"feature {spec.name!r} takes a flat list of values")
     elif is_list:
         raise FeatureValueError(loc, f"feature {spec.name!r} takes a single value, not a list")
+    elif spec.type is FeatureType.NUMERIC and value is not None:
+        # A string or bool would be silently imputed, a number beyond float32 becomes inf
+        # after encoding and turns every score into NaN: both are the client's error.
+        if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+            raise FeatureValueError(
+                loc, f"feature {spec.name!r} is numeric; got {type(value).__name__}"
+            )
+        if abs(value) > _FLOAT32_MAX:
+            raise FeatureValueError(
+                loc, f"feature {spec.name!r}: {value!r} is outside the float32 range"
+            )
 
 
 @dataclass(frozen=True)
