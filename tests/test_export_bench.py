@@ -32,5 +32,5 @@ def test_bench_reports_every_format_with_parity_and_size(tmp_path):
             assert r["ratio_to_eager"] == 1.0
     size = {r["format"]: r["size_bytes"] for r in rows}
     assert size["eager"] is None
-    assert 2 * size["int8_torchscript"] <= size["torchscript_frozen"]  # tiny: code dominates
+    assert 2 * size["int8_torchscript"] <= size["torchscript_frozen"]  # tiny: code weighs in
     assert any(r["max_abs_logit_diff_vs_eager"] > 0 for r in rows if r["quantization"] == "int8")
