@@ -166,7 +166,7 @@ def legend_text(legend: str, labels: Mapping[str, str]) -> str:
 
 
 class PrometheusClient:
-    """The two calls of Prometheus' HTTP API the dashboard needs."""
+    """The few calls of Prometheus' HTTP API that drawing and checking the dashboard need."""
 
     def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
