@@ -45,6 +45,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Mapping
@@ -74,6 +75,7 @@ from training.data.readers import read_columns
 from training.data.shuffle import CHUNK_ROWS
 from training.data.streaming import StreamingSplit
 from training.distill import Hint, LossTerms, Variant, compute_loss, nets_needed
+from training.distributed import SINGLE_PROCESS, DistContext
 from training.evaluate import evaluate_scores, json_safe
 from training.plots import plot_learning_curves
 
@@ -372,9 +374,14 @@ def evaluate_model(
     batch_size: int,
     *,
     booster_source: JointModel | None = None,
+    dist: DistContext = SINGLE_PROCESS,
 ) -> dict[str, dict[str, float]]:
-    """``{"light": metrics, "booster": metrics}`` on one split (see ``training.evaluate``)."""
-    logits = predict(model, split, batch_size, booster_source=booster_source)
+    """``{"light": metrics, "booster": metrics}`` on one split (see ``training.evaluate``).
+
+    With ``dist`` each process scores a slice and the metrics are those of the
+    whole split (the union of every process's predictions).
+    """
+    logits = dist.all_predictions(predict, model, split, batch_size, booster_source=booster_source)
     labels = split.labels[label].double().numpy()
     users, groups = split.user.numpy(), split.group.numpy()
     return {net: evaluate_scores(labels, z, users, groups) for net, z in logits.items()}
@@ -423,6 +430,7 @@ def train(
     options: TrainOptions | None = None,
     *,
     teacher: JointModel | None = None,
+    dist: DistContext = SINGLE_PROCESS,
 ) -> TrainResult:
     """Train one run; see the module docstring for what happens and what is written.
 
@@ -432,6 +440,9 @@ def train(
         run_dir: output directory (created).
         options: loop options.
         teacher: frozen pretrained booster for ``two_stage_kd``.
+        dist: data-parallel context (``training.distributed``): every process
+            trains its slice of each global batch, gradients are summed, and
+            rank 0 alone writes files. Default: one process.
 
     Raises:
         TrainingDivergedError: a loss term became NaN/inf (names the step and the term).
@@ -440,6 +451,7 @@ def train(
     options = options or TrainOptions()
     if data.task != cfg.task:
         raise TrainingError(f"data was prepared for task {data.task!r}, config says {cfg.task!r}")
+    dist.check_config(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if options.threads:
@@ -470,8 +482,9 @@ def train(
         "label": data.label,
         "epochs_requested": epochs,
     }
-    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config_record, indent=2) + "\n")
-    data.dataset.encoder.save(str(run_dir / ENCODER_FILE))
+    if dist.is_main:
+        atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config_record, indent=2) + "\n")
+        data.dataset.encoder.save(str(run_dir / ENCODER_FILE))
 
     position = Position()
     state: dict[str, Any] = {
@@ -501,14 +514,17 @@ def train(
         restore_rng(ckpt["rng"])
         position = Position.from_dict(ckpt["position"])
         state.update(ckpt["trainer"])
-        _truncate_log(log_path, position.step)
+        if dist.is_main:
+            _truncate_log(log_path, position.step)
         log.info("resumed %s at epoch %d batch %d step %d", run_dir, *position.to_dict().values())
-    else:
+    elif dist.is_main:
         # a fresh run never mixes with the outputs of an earlier one in the same directory
         for name in (LOG_FILE, CHECKPOINT_FILE, BEST_FILE, MODEL_FILE, METRICS_FILE, CURVES_FILE):
             (run_dir / name).unlink(missing_ok=True)
 
     def checkpoint(pos: Position) -> None:
+        if not dist.is_main:
+            return
         save_checkpoint(
             run_dir / CHECKPOINT_FILE,
             model=model,
@@ -528,32 +544,36 @@ def train(
     bar = tqdm(
         total=total_steps,
         initial=step,
-        disable=not options.progress,
+        disable=not options.progress or not dist.is_main,
         desc=f"{variant.value}",
         unit="step",
         dynamic_ncols=True,
     )
     interrupted = False
-    with open(log_path, "a") as log_file:
+    with open(log_path if dist.is_main else os.devnull, "a") as log_file:
         for epoch in range(position.epoch, epochs):
             if state["stopped_early"]:
                 break
             first = position.batch if epoch == position.epoch else 0
-            batches = data.train.iter_batches(batch_size, shuffle=True, seed=cfg.seed, epoch=epoch)
+            batches = dist.shard_batches(
+                data.train.iter_batches(batch_size, shuffle=True, seed=cfg.seed, epoch=epoch)
+            )
             tick, cpu_tick = time.perf_counter(), time.process_time()
             for index, batch in enumerate(itertools.islice(batches, first, None), start=first):
                 out = forward_for_loss(model, batch.features, variant, teacher)
                 terms = compute_loss(out, batch.labels[data.label], settings, step, batch.group)
-                check_finite(terms, variant, settings.hint, step, epoch)
                 for opt in optimizers.values():
                     opt.zero_grad(set_to_none=True)
                 terms.total.backward()
+                # N processes: global-batch gradients and loss terms; one process: no-op
+                terms, rows = dist.sync_step(model, terms, len(batch))
+                check_finite(terms, variant, settings.hint, step, epoch)
                 if cfg.optim.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(dense_params, cfg.optim.max_grad_norm)
                 for opt in optimizers.values():
                     opt.step()
                 step += 1
-                state["samples"] += len(batch)
+                state["samples"] += rows
                 now = time.perf_counter()
                 state["train_seconds"] += now - tick
                 state["train_cpu_seconds"] += time.process_time() - cpu_tick
@@ -596,13 +616,17 @@ def train(
                     data.label,
                     cfg.data.eval_batch_size,
                     booster_source=teacher,
+                    dist=dist,
                 )
                 value = scores[watched][metric]
                 if _improved(value, state["best_value"], metric):
                     state.update(best_value=value, best_epoch=epoch, bad_evals=0)
                     if patience > 0:
                         best_state = _state_copy(model)
-                        atomic_torch_save({"format": 1, "model": best_state}, run_dir / BEST_FILE)
+                        if dist.is_main:
+                            atomic_torch_save(
+                                {"format": 1, "model": best_state}, run_dir / BEST_FILE
+                            )
                 else:
                     state["bad_evals"] += 1
                     if patience > 0 and state["bad_evals"] >= patience:
@@ -639,7 +663,7 @@ def train(
     if final_split is None:
         raise TrainingError("no test or validation split to evaluate on")
     final = evaluate_model(
-        model, final_split, data.label, cfg.data.eval_batch_size, booster_source=teacher
+        model, final_split, data.label, cfg.data.eval_batch_size, booster_source=teacher, dist=dist
     )
     sample = next(final_split.iter_batches(min(256, len(final_split)))).features
     cost = model.cost_report(sample)
@@ -672,6 +696,8 @@ def train(
         "batch_size": batch_size,
         "train_rows": len(data.train),
     }
+    if not dist.is_main:
+        return TrainResult(run_dir, metrics, model, position=position)
     atomic_torch_save(
         {
             "format": 1,
