@@ -108,6 +108,12 @@ def test_int8_artifact_is_at_least_3x_smaller(tmp_path):
     int8 = export_run(run, tmp_path / "repo", "fine", ExportOptions(quantize="int8"))
     assert fp32.size_bytes >= 3 * int8.size_bytes
     assert fp32.manifest.params == int8.manifest.params
+    sizes = int8.manifest.metrics["export"]
+    # same module as the fp32 export (class-name mangling may differ by a few bytes)
+    assert sizes["fp32_model_bytes"] == pytest.approx(
+        fp32.manifest.metrics["export"]["model_bytes"], rel=0.01
+    )
+    assert sizes["fp32_model_bytes"] >= 3 * sizes["model_bytes"]
 
 
 def test_int8_embedding_rows_round_trip_within_half_a_step():

@@ -465,7 +465,17 @@ def export_run(
         _catalogue(run, options, loaded, encoder, features["item"]) if kind == "two_tower" else None
     )
 
-    export_metrics: dict[str, Any] = {"parity": parity, "quantization": options.quantize}
+    export_metrics: dict[str, Any] = {
+        "parity": parity,
+        "quantization": options.quantize,
+        "model_bytes": len(model_bytes),
+    }
+    if options.quantize == "int8":
+        # the fp32 model.pt this artifact replaces, for the size comparison
+        fp32 = to_torchscript(prepare_scorer(model.light_scorer()), methods, freeze=True)
+        fp32_buffer = io.BytesIO()
+        torch.jit.save(fp32, fp32_buffer)
+        export_metrics["fp32_model_bytes"] = len(fp32_buffer.getvalue())
     if test_auc:
         export_metrics["test_auc"] = test_auc
     metrics = {**run.metrics, "export": export_metrics}

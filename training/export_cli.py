@@ -72,6 +72,13 @@ def run(args: argparse.Namespace) -> int:
         f"parity on {parity['rows']:,} {parity['source']} rows: max |{parity['space']} diff| "
         f"{parity['max_abs_diff']:.2e} (tolerance {parity['tolerance']:g})"
     )
+    export = m.metrics.get("export", {})
+    if "fp32_model_bytes" in export:
+        ratio = export["fp32_model_bytes"] / export["model_bytes"]
+        print(
+            f"model.pt {export['model_bytes'] / 1e6:.2f} MB vs fp32 "
+            f"{export['fp32_model_bytes'] / 1e6:.2f} MB ({ratio:.2f}x smaller)"
+        )
     if result.test_auc:
         print("test AUC: " + json.dumps({k: round(v, 6) for k, v in result.test_auc.items()}))
     return 0
