@@ -45,15 +45,6 @@ LATENCY_BUCKETS = (
     1.0,
 )
 CANDIDATE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000)
-STEPS = (
-    "parse",
-    "feature_fetch",
-    "preprocess",
-    "coarse_inference",
-    "fine_inference",
-    "postprocess",
-    "serialize",
-)
 
 
 def multiprocess_dir() -> str | None:
@@ -66,7 +57,9 @@ class ServiceMetrics:
     Attributes:
         requests: ``requests_total{stage,code}``.
         request_duration: ``request_duration_seconds{stage}``.
-        step_duration: ``step_duration_seconds{step}``.
+        step_duration: ``step_duration_seconds{step}``; steps: read (body), queue
+            (thread-pool wait), parse, feature_fetch, preprocess, coarse_inference,
+            fine_inference, postprocess, serialize.
         candidates: ``candidates{stage}`` (candidates per request).
         unknown_ids: ``unknown_ids_total{side}`` (user / item).
         store_errors: ``feature_store_errors_total{store}``.

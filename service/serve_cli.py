@@ -7,7 +7,8 @@ from the environment. The admin token is only read from
 
 With ``--workers N > 1`` Prometheus runs in multiprocess mode: a fresh
 ``PROMETHEUS_MULTIPROC_DIR`` (a temporary directory unless set) is emptied
-before the workers start, and torch gets ``cores // N`` threads per worker.
+before the workers start. Torch runs one intra-op thread per worker unless
+``ROCKETRANK_TORCH_THREADS`` asks for more (capped at cores // N).
 """
 
 from __future__ import annotations

@@ -85,10 +85,19 @@ def _serialize(request_id: str, stage: str, result: RankResult, start: float) ->
     )
 
 
-def process(state: ServiceState, body: bytes, start: float) -> tuple[int, bytes, str]:
-    """Parse → rank → serialise one request. Returns ``(status, body, stage label)``."""
+def process(
+    state: ServiceState, body: bytes, start: float, received: float
+) -> tuple[int, bytes, str]:
+    """Parse → rank → serialise one request. Returns ``(status, body, stage label)``.
+
+    Args:
+        start: when the handler began (``total`` counts from here).
+        received: when the body was read (the gap to now is the thread-pool wait).
+    """
     settings = state.settings
     t = time.perf_counter()
+    wait_ms = (t - received) * 1e3
+    read_ms = (received - start) * 1e3
     try:
         request_id, query = parse_rank_request(body, settings)
     except RequestError as exc:
@@ -113,7 +122,7 @@ def process(state: ServiceState, body: bytes, start: float) -> tuple[int, bytes,
     except Exception:
         log.exception("rank request %s failed", request_id)
         return 500, orjson.dumps({"detail": "internal error"}), query.stage
-    result.timing_ms = {"parse": parse_ms, **result.timing_ms}
+    result.timing_ms = {"read": read_ms, "queue": wait_ms, "parse": parse_ms, **result.timing_ms}
     payload = _serialize(request_id, query.stage, result, start)
     observe = state.metrics.step_duration
     for step, ms in result.timing_ms.items():
@@ -158,7 +167,7 @@ async def rank(request: Request, state: StateDep) -> Response:
     else:
         loop = asyncio.get_running_loop()
         status, payload, stage = await loop.run_in_executor(
-            state.executor, process, state, body, start
+            state.executor, process, state, body, start, time.perf_counter()
         )
     seconds = time.perf_counter() - start
     state.metrics.requests.labels(stage, str(status)).inc()
