@@ -11,6 +11,7 @@ from trainer_fixtures import tiny_config, write_tiny_data
 
 from training.ablate import (
     VARIANTS,
+    add_gap_closed,
     applicable_variants,
     format_markdown,
     run_ablation,
@@ -48,11 +49,14 @@ def test_ablation_writes_a_row_for_every_applicable_variant(data_dir, tmp_path):
     )
     assert by["two_stage_kd"]["train_seconds"] > by["booster_alone"]["train_seconds"]
     # gap closed follows its definition
-    rocket = by["rocket"]
-    expected = (rocket["light"]["auc"] - by["light_alone"]["light"]["auc"]) / (
-        rocket["booster"]["auc"] - by["light_alone"]["light"]["auc"]
-    )
-    assert rocket["gap_closed_auc"] == pytest.approx(expected)
+    base = by["light_alone"]["light"]["auc"]
+    for name in ("two_stage_kd", "rocket", "rocket_no_gradient_block", "pfd", "pfd_md"):
+        row = by[name]
+        if row["booster"]["auc"] > base:
+            expected = (row["light"]["auc"] - base) / (row["booster"]["auc"] - base)
+            assert row["gap_closed_auc"] == pytest.approx(expected), name
+        else:  # no gap to close
+            assert row["gap_closed_auc"] is None, name
     # PFD's teacher has the student's size, PFD+MD the config's booster
     assert by["pfd"]["params"]["booster"] < by["pfd_md"]["params"]["booster"]
     md = (tmp_path / "abl" / "report.md").read_text()
@@ -118,3 +122,24 @@ def test_markdown_marks_missing_values():
     md = format_markdown([row])
     assert "| light_alone | 0.7000 | +0.0000 | – |" in md
     assert "2.0M" in md and "3.0G" in md
+
+
+def test_gap_closed_is_set_only_where_there_is_a_gap():
+    def row(variant, light, booster):
+        light_m = None if light is None else {"auc": light}
+        booster_m = None if booster is None else {"auc": booster}
+        return {"variant": variant, "light": light_m, "booster": booster_m}
+
+    rows = [
+        row("light_alone", 0.70, None),
+        row("booster_alone", None, 0.80),
+        row("rocket", 0.72, 0.78),
+        row("rocket_no_gradient_block", 0.69, 0.68),  # teacher worse than the baseline
+        row("two_stage_kd", 0.75, 0.80),
+    ]
+    add_gap_closed(rows)
+    gaps = {r["variant"]: r["gap_closed_auc"] for r in rows}
+    assert gaps["light_alone"] is None and gaps["booster_alone"] is None
+    assert gaps["rocket"] == pytest.approx(0.25)
+    assert gaps["two_stage_kd"] == pytest.approx(0.5)
+    assert gaps["rocket_no_gradient_block"] is None

@@ -175,20 +175,30 @@ def run_ablation(
             cpu_seconds += results[Variant.BOOSTER_ALONE]["train_cpu_seconds"]
         results[variant] = _row(variant, metrics, seconds, cpu_seconds)
 
-    base = results.get(Variant.LIGHT_ALONE)
-    for variant, row in results.items():
-        if base is None or variant in (Variant.LIGHT_ALONE, Variant.BOOSTER_ALONE):
-            continue
-        teacher_auc = (row["booster"] or {}).get("auc", math.nan)
-        if teacher_auc > base["light"]["auc"]:
-            # a teacher no better than the baseline leaves no gap to close: a ratio of two
-            # negative differences would read as success
-            row["gap_closed_auc"] = gap_closed(
-                row["light"]["auc"], base["light"]["auc"], teacher_auc
-            )
+    add_gap_closed(list(results.values()))
     rows = [results[v] for v in VARIANTS if v in wanted]
     write_report(rows, out_dir, cfg, data, options)
     return rows
+
+
+def add_gap_closed(rows: Sequence[dict[str, Any]]) -> None:
+    """Set ``gap_closed_auc`` of every distilled row against the ``light_alone`` row.
+
+    The booster of a row is the teacher it learnt from (its own, or the frozen
+    one of two-stage KD). A teacher no better than the baseline leaves no gap
+    to close (the ratio of two negative differences would read as success), so
+    such rows, and the two baselines, get None.
+    """
+    by = {r["variant"]: r for r in rows}
+    base = by.get(Variant.LIGHT_ALONE.value)
+    for row in rows:
+        row["gap_closed_auc"] = None
+        if base is None or row["variant"] in (Variant.LIGHT_ALONE, Variant.BOOSTER_ALONE):
+            continue
+        base_auc = base["light"]["auc"]
+        teacher_auc = (row["booster"] or {}).get("auc", math.nan)
+        if teacher_auc > base_auc:
+            row["gap_closed_auc"] = gap_closed(row["light"]["auc"], base_auc, teacher_auc)
 
 
 # --------------------------------------------------------------------------- report
@@ -296,6 +306,7 @@ def write_report(
 __all__ = [
     "JOINT",
     "VARIANTS",
+    "add_gap_closed",
     "applicable_variants",
     "format_markdown",
     "privileged_features",
