@@ -44,6 +44,8 @@ from models.contract.artifact import MANIFEST_FILE, ArtifactError, verify_artifa
 CURRENT = "current"
 HISTORY_FILE = "history.json"
 LOCK_FILE = ".lock"
+HISTORY_KEPT = 1000
+"""Promotions remembered (rollback can walk back this far)."""
 ABANDONED_AFTER_SECONDS = 24 * 3600
 """Staging directories older than this are leftovers of a killed export."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -217,7 +219,7 @@ class ModelRepository:
             self._flip(name, version)
             entries = self.history(name)
             entries.append({"version": version, "at": _now_iso(), "action": "promote"})
-            self._write_history(name, entries)
+            self._write_history(name, entries[-HISTORY_KEPT:])
 
     def rollback(self, name: str) -> str:
         """Point ``current`` back at the version promoted before it.
