@@ -19,6 +19,7 @@ from service.api.schemas import AdminResponse, ErrorResponse, RollbackRequest
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 _RESPONSES = {
+    400: {"model": ErrorResponse, "description": "the body could not be parsed"},
     401: {"model": ErrorResponse, "description": "no bearer token"},
     403: {"model": ErrorResponse, "description": "wrong token"},
     404: {"model": ErrorResponse, "description": "admin endpoints are disabled (no token set)"},
@@ -43,7 +44,17 @@ async def reload(
     return _answer(outcomes)
 
 
-@router.post("/rollback", response_model=AdminResponse, responses=_RESPONSES)
+@router.post(
+    "/rollback",
+    response_model=AdminResponse,
+    responses={
+        **_RESPONSES,
+        409: {
+            "model": AdminResponse | ErrorResponse,
+            "description": "a version was refused, or there is no earlier version to go back to",
+        },
+    },
+)
 async def rollback(
     state: StateDep, _: AdminDep, request: Annotated[RollbackRequest | None, Body()] = None
 ) -> JSONResponse:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from service.api.deps import StateDep
 from service.api.schemas import ModelsResponse
@@ -32,7 +32,7 @@ async def readyz(state: StateDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(state: StateDep) -> Response:
     """Prometheus exposition (all workers in multiprocess mode)."""
     payload, content_type = state.metrics.render()
