@@ -217,3 +217,14 @@ def test_artifact_error_is_a_value_error_with_the_directory(tmp_path):
     with pytest.raises(ArtifactError, match=str(tmp_path / "nope")):
         artifact_mod.load_artifact(tmp_path / "nope")
     assert issubclass(ArtifactError, ValueError)
+
+
+def test_loading_through_a_symlink_reads_one_version(exported, tmp_path):
+    """The path is resolved once, so every file comes from the version it pointed at."""
+    link = tmp_path / "current"
+    link.symlink_to(exported["mlp"])
+    artifact = load_artifact(link)
+    assert artifact.path == exported["mlp"].resolve()
+    link.unlink()
+    link.symlink_to(exported["two_tower"])  # flipping afterwards changes nothing loaded
+    assert artifact.manifest.kind == "mlp"

@@ -370,7 +370,8 @@ def verify_artifact(path: str | Path, expected_spec_hash: str | None = None) -> 
     Raises:
         ArtifactError: naming the file and the expected vs actual value.
     """
-    directory = Path(path)
+    # Resolve once: a `current` symlink may flip while the files are read.
+    directory = Path(path).resolve()
     manifest = read_manifest(directory)
     contents = _read_verified(directory, manifest)
     _verified_encoder(directory, manifest, contents[ENCODER_FILE], expected_spec_hash)
@@ -465,7 +466,8 @@ def load_artifact(path: str | Path, expected_spec_hash: str | None = None) -> Ar
     Raises:
         ArtifactError: the artifact is missing, malformed or fails verification.
     """
-    directory = Path(path)
+    # Resolve once: a `current` symlink may flip while the files are read.
+    directory = Path(path).resolve()
     manifest = read_manifest(directory)
     contents = _read_verified(directory, manifest)
     encoder = _verified_encoder(directory, manifest, contents[ENCODER_FILE], expected_spec_hash)
