@@ -640,11 +640,12 @@ def train(
                     )
                     + "\n"
                 )
-                bar.write(
-                    f"epoch {epoch}: valid {watched} {metric} {value:.4f} "
-                    f"(light auc {scores['light']['auc']:.4f}, "
-                    f"booster auc {scores['booster']['auc']:.4f})"
-                )
+                if dist.is_main:
+                    bar.write(
+                        f"epoch {epoch}: valid {watched} {metric} {value:.4f} "
+                        f"(light auc {scores['light']['auc']:.4f}, "
+                        f"booster auc {scores['booster']['auc']:.4f})"
+                    )
             log_file.flush()
             position = Position(epoch + 1, 0, step)
             checkpoint(position)
