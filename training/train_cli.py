@@ -4,6 +4,7 @@ Example::
 
     rocketrank train --config configs/fine_ctr.yaml --data data/ --out runs/fine
     rocketrank train --config configs/fine_ctr.yaml --data data/ --out runs/fine --resume
+    rocketrank train --config configs/fine_ctr.yaml --data data/ --out runs/fine --nproc 2
 
 Writes ``RUN/metrics.json``, ``RUN/model.pt``, ``RUN/curves.png`` and the rest of
 the run directory described in ``training/trainer.py``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from training.checkpoint import CheckpointError
 from training.config import ConfigError, load_config
 from training.data.schema import SchemaError
 from training.distill import Variant
+from training.distributed import SINGLE_PROCESS, DistributedError, init_from_env
 from training.trainer import (
     TrainingError,
     TrainOptions,
@@ -61,10 +64,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "steps ~10x slower whenever other processes competed for the cores)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="data-parallel processes on this machine, launched with torchrun (gloo on CPU); "
+        "see docs/SCALING.md",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    nproc = getattr(args, "nproc", 1)
+    if nproc < 1:
+        print(f"rocketrank train: --nproc must be >= 1, got {nproc}", file=sys.stderr)
+        return 2
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from training.dist_launch import launch
+
+        return launch(nproc, args, threads=args.threads)
+    dist = SINGLE_PROCESS
     try:
+        # under torchrun: join the process group (an ordinary run otherwise)
+        dist = init_from_env()
         cfg = load_config(args.config)
         options = TrainOptions(
             epochs=args.epochs,
@@ -82,8 +103,15 @@ def run(args: argparse.Namespace) -> int:
                 )
             teacher = load_trained_model(args.teacher)
         data = prepare_data(args.data, cfg, max_rows=args.max_rows)
-        result = train(cfg, data, args.out, options, teacher=teacher)
-    except (ConfigError, SchemaError, TrainingError, CheckpointError, ValueError) as exc:
+        result = train(cfg, data, args.out, options, teacher=teacher, dist=dist)
+    except (
+        ConfigError,
+        SchemaError,
+        TrainingError,
+        CheckpointError,
+        DistributedError,
+        ValueError,
+    ) as exc:
         print(f"rocketrank train: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -92,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        dist.close()
+    if not dist.is_main:
+        return 0
     m = result.metrics
     print(
         f"{m['variant']} on {m['split']}: light AUC {m['light']['auc']:.4f} "
