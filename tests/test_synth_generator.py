@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.contract.features import FeatureEncoder
+from training.data.schema import Schema
 from training.evaluate import auc
 from training.synth import (
     INTERACTED_FEATURES,
@@ -18,6 +20,7 @@ from training.synth import (
     SynthConfigError,
     _generate,
     generate,
+    schema_dict,
 )
 
 ROWS = 20_000
@@ -189,3 +192,15 @@ def test_feature_columns_have_no_missing_values(log: pd.DataFrame) -> None:
 def test_bad_arguments_are_named(kwargs: dict, named: str) -> None:
     with pytest.raises(SynthConfigError, match=named):
         generate(**kwargs)
+
+
+def test_frames_encode_in_memory_through_the_feature_contract(
+    frames: dict[str, pd.DataFrame],
+) -> None:
+    schema = Schema.from_dict(schema_dict())
+    encoder = FeatureEncoder(schema.features)
+    encoder.fit({c: frames["train"][c] for c in schema.feature_names})
+    encoded = encoder.transform({c: frames["test"][c] for c in schema.feature_names})
+    lengths = (encoded["tags"] > 0).sum(axis=1)
+    np.testing.assert_array_equal(lengths, frames["test"]["tags"].map(len).to_numpy())
+    assert set(np.unique(encoded["device"])) <= {2, 3, 4}  # three known devices, no OOV
