@@ -382,6 +382,30 @@ class RankResult:
     timing_ms: dict[str, float]
 
 
+def _encode_sides(
+    query: RankQuery, user_raw: Mapping[str, Any], models: Mapping[str, StageModel]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """User + context inputs per stage; stages with identical side encoders share one."""
+    sides: dict[str, dict[str, torch.Tensor]] = {}
+    for role, model in models.items():
+        twin = next((r for r in sides if models[r].side_key == model.side_key), None)
+        sides[role] = (
+            sides[twin]
+            if twin is not None
+            else model.encode_side(query.user_id, user_raw, query.context)
+        )
+    return sides
+
+
+def _reindex(
+    inline: Mapping[int, Mapping[str, Any]], survivors: np.ndarray
+) -> dict[int, Mapping[str, Any]]:
+    """Inline features keyed by position among the survivors instead of the request."""
+    if not inline:
+        return {}
+    return {j: inline[s] for j, s in enumerate(survivors.tolist()) if s in inline}
+
+
 def _top(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k largest logits, best first (partial selection, not a full sort)."""
     k = min(k, logits.shape[0])
@@ -429,15 +453,7 @@ class Ranker:
         coarse_scores: torch.Tensor | None = None
         unknown = np.zeros(len(ids), dtype=bool)
         with torch.inference_mode():
-            sides: dict[str, dict[str, torch.Tensor]] = {}
-            for r in roles:
-                # Stages whose side encoders are identical share one encoding of the request.
-                twin = next((o for o in sides if models[o].side_key == models[r].side_key), None)
-                sides[r] = (
-                    sides[twin]
-                    if twin is not None
-                    else models[r].encode_side(query.user_id, user_raw, query.context)
-                )
+            sides = _encode_sides(query, user_raw, {r: models[r] for r in roles})
             t = timer.add("preprocess", t)
             if query.stage == "fine":
                 logits, known = models["fine"].score(sides["fine"], ids, query.inline)
@@ -454,17 +470,8 @@ class Ranker:
                 t = timer.add("coarse_inference", t)
                 if query.stage == "cascade":
                     survivors = order.numpy()
-                    inline = (
-                        {
-                            j: query.inline[s]
-                            for j, s in enumerate(survivors.tolist())
-                            if s in query.inline
-                        }
-                        if query.inline
-                        else {}
-                    )
                     fine_logits, fine_known = models["fine"].score(
-                        sides["fine"], ids[survivors], inline
+                        sides["fine"], ids[survivors], _reindex(query.inline, survivors)
                     )
                     unknown[survivors[~fine_known]] = True
                     best = _top(fine_logits, query.top_k)

@@ -149,7 +149,7 @@ def test_unknown_user_gets_default_features_and_is_reported(client, world):
     np.testing.assert_allclose([got[i] for i in candidate_ids()[:10]], expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("stage", ["coarse", "fine"])
+@pytest.mark.parametrize("stage", ["coarse", "fine", "cascade"])
 def test_inline_item_features_override_the_store(client, world, stage):
     known = int(sf.ITEM_IDS[5])
     override = {"price": 999.0, "category": 3, "tags": ["t1", "t2"]}
