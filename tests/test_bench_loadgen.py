@@ -19,6 +19,7 @@ from service.bench.loadgen import (
     build_request,
     read_response,
     server_time_ms,
+    server_timing,
 )
 
 
@@ -180,6 +181,7 @@ def test_server_time_is_read_from_the_json_body_and_chunked_framing_works():
     assert len(res.ok) == 5
     assert all(v == 0.25 for v in res.server_ms)
     assert res.summary()["server_time_p50_ms"] == 0.25
+    assert res.summary()["server_steps_p50_ms"] == {"total": 0.25}
 
 
 def test_server_time_sources_in_order_of_preference():
@@ -189,6 +191,10 @@ def test_server_time_sources_in_order_of_preference():
     assert server_time_ms({}, b'{"timing_ms": {"parse": 1.0, "model": 0.5}}') == 1.5
     assert server_time_ms({}, b'{"items": []}') is None
     assert server_time_ms({}, b"not json") is None
+    assert server_timing({}, b'{"timing_ms": {"parse": 1.0, "model": 0.5, "x": true}}') == (
+        1.5,
+        {"parse": 1.0, "model": 0.5},
+    )
 
 
 def test_read_response_rejects_a_garbage_status_line():

@@ -48,7 +48,7 @@ import orjson
 
 from service.bench.percentiles import summarise
 
-ServerTimeFn = Callable[[Mapping[bytes, bytes], bytes], "float | None"]
+ServerTimingFn = Callable[[Mapping[bytes, bytes], bytes], "tuple[float | None, dict[str, float]]"]
 
 
 class LoadGenError(RuntimeError):
@@ -79,33 +79,44 @@ def server_time_ms(headers: Mapping[bytes, bytes], body: bytes) -> float | None:
     header entry ``total;dur=<ms>``; the JSON body's ``timing_ms.total``; the
     sum of the JSON body's ``timing_ms`` values. ``None`` when none is present.
     """
+    return server_timing(headers, body)[0]
+
+
+def server_timing(
+    headers: Mapping[bytes, bytes], body: bytes
+) -> tuple[float | None, dict[str, float]]:
+    """``(total ms as in server_time_ms, per-step ms from the body's timing_ms)``."""
+    total: float | None = None
     value = headers.get(b"x-server-time-ms")
     if value is not None:
         with contextlib.suppress(ValueError):
-            return float(value)
+            total = float(value)
     value = headers.get(b"server-timing")
-    if value is not None:
+    if total is None and value is not None:
         for entry in value.split(b","):
             parts = [p.strip() for p in entry.split(b";")]
             if parts and parts[0] == b"total":
                 for p in parts[1:]:
                     if p.startswith(b"dur="):
                         with contextlib.suppress(ValueError):
-                            return float(p[4:])
+                            total = float(p[4:])
     if not body or body[:1] != b"{":
-        return None
+        return total, {}
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return None
+        return total, {}
     timing = data.get("timing_ms") if isinstance(data, dict) else None
-    if not isinstance(timing, dict) or not timing:
-        return None
-    total = timing.get("total")
-    if isinstance(total, int | float):
-        return float(total)
-    values = [v for v in timing.values() if isinstance(v, int | float)]
-    return float(sum(values)) if values else None
+    if not isinstance(timing, dict):
+        return total, {}
+    steps = {
+        k: float(v)
+        for k, v in timing.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    if total is None and steps:
+        total = steps["total"] if "total" in steps else sum(steps.values())
+    return total, steps
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes], bytes]:
@@ -170,6 +181,7 @@ class RunResult:
         status: HTTP status, 0 for a transport error or timeout.
         error: ``None``, ``"timeout"``, ``"connection"``, ``"protocol"`` or ``"http_<code>"``.
         server_ms: server-reported time of successful responses (``NaN`` if absent).
+        server_steps: server-reported per-step times (the body's ``timing_ms``) per request.
         connections: connections opened during the run.
     """
 
@@ -182,6 +194,7 @@ class RunResult:
     status: list[int]
     error: list[str | None]
     server_ms: list[float]
+    server_steps: list[dict[str, float]] = field(default_factory=list)
     connections: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -218,6 +231,11 @@ class RunResult:
         lag = summarise(self.send_lag_ms())
         server = summarise([self.server_ms[i] for i in ok if not math.isnan(self.server_ms[i])])
         errors = Counter(e for e in self.error if e is not None)
+        steps: dict[str, list[float]] = {}
+        for i in ok:
+            if i < len(self.server_steps):
+                for k, v in self.server_steps[i].items():
+                    steps.setdefault(k, []).append(v)
         return {
             "offered_rate": self.rate,
             "duration_s": self.duration_s,
@@ -232,6 +250,7 @@ class RunResult:
             "server_time_p50_ms": server["p50_ms"],
             "server_time_p99_ms": server["p99_ms"],
             "server_time_count": server["count"],
+            "server_steps_p50_ms": {k: summarise(v)["p50_ms"] for k, v in steps.items()},
             "send_lag_p50_ms": lag["p50_ms"],
             "send_lag_p99_ms": lag["p99_ms"],
             "connections": self.connections,
@@ -267,8 +286,8 @@ class OpenLoopGenerator:
             (so connect cost does not land on the first requests).
         timeout_s: a request not answered within this time *after its due time*
             is an error (``"timeout"``); its connection is closed and replaced.
-        server_time: extracts the server-side time from a response
-            (:func:`server_time_ms` by default).
+        server_timing: extracts ``(total, steps)`` server-side times from a response
+            (:func:`server_timing` by default).
     """
 
     def __init__(
@@ -280,7 +299,7 @@ class OpenLoopGenerator:
         max_connections: int = 256,
         initial_connections: int = 4,
         timeout_s: float = 2.0,
-        server_time: ServerTimeFn = server_time_ms,
+        server_timing: ServerTimingFn = server_timing,
     ) -> None:
         if not payloads:
             raise LoadGenError("no request payloads to send")
@@ -297,7 +316,7 @@ class OpenLoopGenerator:
         self.max_connections = max_connections
         self.initial_connections = initial_connections
         self.timeout_s = timeout_s
-        self.server_time = server_time
+        self.server_timing = server_timing
 
     async def run(self, rate: float, duration_s: float, lead_s: float = 0.05) -> RunResult:
         """Offer ``round(rate * duration_s)`` requests at ``rate`` per second.
@@ -329,6 +348,7 @@ class OpenLoopGenerator:
             status=[0] * n,
             error=["timeout"] * n,
             server_ms=[nan] * n,
+            server_steps=[{} for _ in range(n)],
         )
         state = {"idle": 0, "workers": 0}
         tasks: list[asyncio.Task[None]] = []
@@ -412,9 +432,10 @@ class OpenLoopGenerator:
         res.status[i] = status
         if 200 <= status < 300:
             res.error[i] = None
-            st = self.server_time(headers, body)
-            if st is not None:
-                res.server_ms[i] = st
+            total, steps = self.server_timing(headers, body)
+            if total is not None:
+                res.server_ms[i] = total
+            res.server_steps[i] = steps
         else:
             res.error[i] = f"http_{status}"
         if headers.get(b"connection", b"").lower() == b"close":
@@ -466,4 +487,5 @@ __all__ = [
     "run_async",
     "run_load",
     "server_time_ms",
+    "server_timing",
 ]
