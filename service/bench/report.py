@@ -43,6 +43,13 @@ def serve_table(docs: list[dict[str, Any]]) -> str:
             f"| {_f(naive_p50, 1)} | {_f(d['speedup_vs_naive'], 1)}× | {max_qps} |"
         )
     notes = [f"- {d['stage']}: speed-up basis: {d['speedup_basis']}" for d in docs]
+    for d in docs:
+        steps = d["service"]["runs"][0].get("server_steps_p50_ms") or {}
+        if steps:
+            notes.append(
+                f"- {d['stage']}: service `timing_ms` steps, p50 of the first run (ms): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in steps.items() if v is not None)
+            )
     gen = [
         f"- {d['stage']}: load-generator check (null server, same bodies) at "
         f"{_f(d['generator_check']['median']['offered_rate'], 0)} req/s: p50 "

@@ -152,6 +152,12 @@ def format_table(doc: dict[str, Any]) -> str:
             f"{_cell(m['server_time_p50_ms'], 3):>10} {_cell(fm['max_rate'] if fm else None, 1):>8}"
         )
     lines.append(f"{'bare':8} {'':>8} {'':>6} {_cell(doc['bare']['p50_ms'], 3):>8}")
+    steps = doc["service"]["runs"][0].get("server_steps_p50_ms") or {}
+    if steps:
+        lines.append(
+            "service steps p50 (first run, ms): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in steps.items() if v is not None)
+        )
     lines.append(
         f"server_time_ratio_vs_bare {_cell(doc['server_time_ratio_vs_bare'])}   "
         f"speedup_vs_naive {_cell(doc['speedup_vs_naive'], 1)} ({doc['speedup_basis']})"
