@@ -489,3 +489,21 @@ def test_arbitrary_feature_values_are_scored_or_refused_never_a_server_error(
     if resp.status_code == 200:
         scores = [it["score"] for it in resp.json()["items"]]
         assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_inline_features_follow_their_candidate_through_the_cascade(client, world):
+    ids = candidate_ids()[:20]
+    override = {"price": 1.0, "category": 11}
+    candidates: list[Any] = list(ids)
+    candidates[7] = {"item_id": ids[7], "features": override}
+    body = rank(client, stage="cascade", candidates=candidates, coarse_top_k=20, top_k=20).json()
+    rows = sf.item_rows(world["items"], ids)
+    rows[7] = {**rows[7], **override}
+    user = sf.user_row(world["users"], USER)
+    fine = reference(world, "fine", user, CONTEXT, rows)
+    coarse = reference(world, "coarse", user, CONTEXT, rows)
+    got = {it["item_id"]: (it["score"], it["coarse_score"]) for it in body["items"]}
+    np.testing.assert_allclose([got[i][0] for i in ids], fine, atol=1e-5)
+    np.testing.assert_allclose([got[i][1] for i in ids], coarse, atol=1e-5)
+    # the survivors are reordered by the coarse stage: position 7 is not position 7 there
+    assert int(np.argsort(-coarse, kind="stable").tolist().index(7)) != 7
