@@ -140,7 +140,9 @@ def test_train_cli_writes_the_run_directory(data_dir, tmp_path):
         threads=1,
         no_progress=True,
     )
+    threads_before = torch.get_num_threads()
     assert train_cli.run(args) == 0
+    assert torch.get_num_threads() == threads_before  # --threads applies to the run only
     metrics = json.loads((out / "metrics.json").read_text())
     for net in ("light", "booster"):
         assert {"auc", "gauc", "logloss", "ndcg@10", "map@5", "calibration"} <= set(metrics[net])

@@ -116,7 +116,7 @@ class TrainOptions:
         stop_after_steps: stop (after checkpointing) once this many optimiser
             steps are done — a deliberate interruption, resumable with ``resume``.
         progress: show the tqdm progress bar.
-        threads: ``torch.set_num_threads`` (None = leave torch's default).
+        threads: ``torch.set_num_threads`` during the run, restored after (None = leave it).
         log_every: write a step record to ``metrics.jsonl`` every N steps.
     """
 
@@ -449,13 +449,27 @@ def train(
         TrainingError: bad setup (no checkpoint to resume, missing teacher, ...).
     """
     options = options or TrainOptions()
+    previous_threads = torch.get_num_threads()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    try:
+        return _train(cfg, data, Path(run_dir), options, teacher, dist)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(
+    cfg: RunConfig,
+    data: PreparedData,
+    run_dir: Path,
+    options: TrainOptions,
+    teacher: JointModel | None,
+    dist: DistContext,
+) -> TrainResult:
     if data.task != cfg.task:
         raise TrainingError(f"data was prepared for task {data.task!r}, config says {cfg.task!r}")
     dist.check_config(cfg)
-    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if options.threads:
-        torch.set_num_threads(options.threads)
     epochs = options.epochs or cfg.optim.epochs
     variant = Variant(cfg.distill.variant)
     batch_size = cfg.data.batch_size
