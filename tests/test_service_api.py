@@ -332,6 +332,7 @@ def test_openapi_documents_the_rank_body_with_examples(client):
     assert {"user_id", "candidates", "stage", "top_k"} <= set(schemas["RankRequest"]["properties"])
     assert "CandidateObject" in schemas
     assert "RankResponse" in schemas
+    assert client.get("/docs").status_code == 200
 
 
 def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
