@@ -52,6 +52,29 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def check_content_type(value: str | None) -> None:
+    """JSON bodies only: ``application/json`` or ``application/*+json``; absent is accepted.
+
+    Raises:
+        RequestError: 415 naming the ``content-type`` header.
+    """
+    if value is None:
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    if media == _JSON or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise RequestError(
+        415,
+        [
+            {
+                "loc": ["header", "content-type"],
+                "msg": f"expected {_JSON}, got {media or 'an empty media type'!r}",
+                "type": "content_type",
+            }
+        ],
+    )
+
+
 def _detail(exc: RequestError) -> bytes:
     return orjson.dumps({"detail": exc.detail})
 
@@ -138,6 +161,7 @@ def process(
     summary="Rank candidates for a user",
     responses={
         413: {"model": ErrorResponse, "description": "body larger than the configured limit"},
+        415: {"model": ErrorResponse, "description": "Content-Type is not application/json"},
         422: {"model": ErrorResponse, "description": "invalid field (named in detail[].loc)"},
         503: {"model": ErrorResponse, "description": "the stage's model is not loaded yet"},
     },
@@ -162,6 +186,7 @@ async def rank(request: Request, state: StateDep) -> Response:
     start = time.perf_counter()
     try:
         body = await read_body(request, state.settings.max_body_bytes)
+        check_content_type(request.headers.get("content-type"))
     except RequestError as exc:
         status, payload, stage = exc.status, _detail(exc), "invalid"
     else:
