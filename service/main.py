@@ -7,9 +7,12 @@ variables set.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -58,6 +61,32 @@ def _configure_torch(threads: int) -> None:
         torch.set_num_interop_threads(1)
 
 
+def _drain_on_signals(state: ServiceState, delay_s: float) -> None:
+    """Make SIGTERM/SIGINT turn readiness false *before* uvicorn stops accepting.
+
+    uvicorn installs its own handlers around the lifespan; this wraps them (main
+    thread only, i.e. under uvicorn, not under TestClient): mark the state as
+    shutting down, then hand the signal to uvicorn after ``delay_s``.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: Any, previous: Callable[..., Any] = previous) -> None:
+            state.shutting_down = True
+            if delay_s > 0:
+                # call_soon_threadsafe is safe from a signal handler; call_later is not.
+                loop.call_soon_threadsafe(loop.call_later, delay_s, previous, signum, frame)
+            else:
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """OpenAPI with the RankRequest schema (the rank route reads its body itself)."""
     if app.openapi_schema is None:
@@ -99,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             executor=ThreadPoolExecutor(settings.rank_threads, thread_name_prefix="rank"),
         )
         app.state.service = state
+        _drain_on_signals(state, settings.shutdown_delay_s)
         await run_in_threadpool(registry.start)
         try:
             yield

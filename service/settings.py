@@ -55,6 +55,8 @@ class Settings(BaseSettings):
         torch_threads: intra-op threads per worker (0 = 1); capped at cores // workers.
         rank_threads: threads that run feature fetch and inference off the event loop.
         warmup_rounds: scoring passes over a sample before a model is swapped in.
+        shutdown_delay_s: on SIGTERM, ``/readyz`` turns false at once and the server keeps
+            serving this long before it stops accepting (lets load balancers drain).
         log_level: Python logging level name.
     """
 
@@ -90,6 +92,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0)
     rank_threads: int = Field(2, ge=1, le=64)
     warmup_rounds: int = Field(3, ge=1)
+    shutdown_delay_s: float = Field(0.0, ge=0, le=300)
     log_level: str = "INFO"
 
     @model_validator(mode="after")

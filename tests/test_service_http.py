@@ -7,6 +7,8 @@ metrics, and a clean shutdown on SIGTERM.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from typing import Any
@@ -133,10 +135,22 @@ def test_two_workers_share_metrics_in_multiprocess_mode(world, tmp_path):
     assert len(info) == 2
 
 
-def test_sigterm_shuts_down_cleanly(world):
-    proc = sf.ServiceProcess(["--repo", str(world["repo"]), "--features", str(world["data"])])
+def test_sigterm_turns_readiness_false_first_then_shuts_down_cleanly(world):
+    proc = sf.ServiceProcess(
+        ["--repo", str(world["repo"]), "--features", str(world["data"])],
+        env={"ROCKETRANK_SHUTDOWN_DELAY_S": "4"},
+    )
     proc.wait_ready()
     assert sf.http("POST", proc.base + "/v1/rank", BODY)[0] == 200
+    os.killpg(proc.proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 2
+    while (answer := sf.http("GET", proc.base + "/readyz"))[0] != 503:
+        assert time.monotonic() < deadline, "readiness stayed true after SIGTERM"
+        time.sleep(0.02)
+    assert answer[1]["shutting_down"] is True
+    # still answering while load balancers drain
+    assert sf.http("POST", proc.base + "/v1/rank", BODY)[0] == 200
+    proc.proc.wait(timeout=30)
     log = proc.stop()
     # uvicorn re-raises the signal after a graceful shutdown
     assert proc.proc.returncode in (0, -15), log
