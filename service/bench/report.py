@@ -24,7 +24,7 @@ def serve_table(docs: list[dict[str, Any]]) -> str:
     head = (
         "| stage | candidates | offered req/s | achieved QPS | errors | p50 ms | p95 ms | p99 ms "
         "| p99.9 ms | SLO p99 ms | met | server p50 ms | bare p50 ms | server/bare | naive p50 ms "
-        "| speed-up vs naive | max QPS under SLO |"
+        "| speed-up vs naive | max QPS under SLO | server CPU ms/req (naive) |"
     )
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for d in docs:
@@ -40,7 +40,9 @@ def serve_table(docs: list[dict[str, Any]]) -> str:
             f"| {_f(d['p999_ms'])} | {_f(d['slo_p99_ms'], 0)} "
             f"| {'yes' if d['meets_slo_at_rate'] else '**no**'} | {_f(d['server_time_p50_ms'], 3)} "
             f"| {_f(d['bare_p50_ms'], 3)} | {_f(d['server_time_ratio_vs_bare'])} "
-            f"| {_f(naive_p50, 1)} | {_f(d['speedup_vs_naive'], 1)}× | {max_qps} |"
+            f"| {_f(naive_p50, 1)} | {_f(d['speedup_vs_naive'], 1)}× | {max_qps} "
+            f"| {_f(d.get('server_cpu_ms_per_request'))} "
+            f"({_f(d.get('naive_server_cpu_ms_per_request'), 1)}) |"
         )
     notes = [f"- {d['stage']}: speed-up basis: {d['speedup_basis']}" for d in docs]
     for d in docs:

@@ -194,22 +194,28 @@ class ServerBench:
                     self.log(f"  {name} still busy with abandoned requests: restarting it")
                     server.stop()
                     server.start()
-                res = run_load(
-                    "127.0.0.1",
-                    port,
-                    payloads,
-                    rate,
-                    duration,
-                    warmup_s=warmup,
-                    timeout_s=cfg.timeout,
-                    max_connections=cfg.max_connections,
-                    initial_connections=min(8, cfg.max_connections),
-                )
+                kwargs = {
+                    "timeout_s": cfg.timeout,
+                    "max_connections": cfg.max_connections,
+                    "initial_connections": min(8, cfg.max_connections),
+                }
+                if warmup > 0:
+                    run_load("127.0.0.1", port, payloads, rate, warmup, **kwargs)
+                server_cpu = group_cpu_seconds(server.proc.pid)
+                client_cpu = time.process_time()
+                res = run_load("127.0.0.1", port, payloads, rate, duration, **kwargs)
+                client_cpu = time.process_time() - client_cpu
+                server_cpu = group_cpu_seconds(server.proc.pid) - server_cpu
                 s = res.summary()
+                # CPU time per request is far less sensitive to noisy neighbours than latency:
+                # 1000 / server_cpu_ms_per_request bounds one worker's throughput.
+                s["server_cpu_ms_per_request"] = server_cpu * 1e3 / max(s["requests"], 1)
+                s["client_cpu_ms_per_request"] = client_cpu * 1e3 / max(s["requests"], 1)
                 self.log(
                     f"  {name} @ {rate:7.1f}/s: qps {s['qps']:7.1f}  errors {s['errors']:4d}  "
                     f"p50 {_fmt(s['p50_ms'])}  p99 {_fmt(s['p99_ms'])} ms  "
-                    f"server p50 {_fmt(s['server_time_p50_ms'])} ms"
+                    f"server p50 {_fmt(s['server_time_p50_ms'])} ms  "
+                    f"server CPU {s['server_cpu_ms_per_request']:.2f} ms/req"
                 )
                 return s
 
@@ -402,6 +408,10 @@ def run_serve_bench(
         and med["p99_ms"] is not None
         and med["p99_ms"] <= cfg.slo,
         "server_time_p50_ms": med["server_time_p50_ms"],
+        "server_cpu_ms_per_request": med["server_cpu_ms_per_request"],
+        "naive_server_cpu_ms_per_request": naive["median"]["server_cpu_ms_per_request"]
+        if naive
+        else None,
         "bare_p50_ms": bare["p50_ms"],
         "server_time_ratio_vs_bare": _ratio(med["server_time_p50_ms"], bare["p50_ms"]),
         "speedup_vs_naive": speedup,

@@ -132,7 +132,7 @@ def _cell(v: Any, digits: int = 2) -> str:
 def format_table(doc: dict[str, Any]) -> str:
     """A short fixed-width table of the JSON document."""
     head = f"{'':8} {'qps':>8} {'errors':>6} {'p50':>8} {'p95':>8} {'p99':>8} {'p99.9':>8}"
-    head += f" {'server p50':>10} {'max qps':>8}"
+    head += f" {'server p50':>10} {'max qps':>8} {'CPU/req':>8}"
     lines = [
         f"bench serve  stage={doc['stage']}  candidates={doc['candidates']}  rate={doc['rate']:g}/s"
         f"  SLO p99 <= {doc['slo_p99_ms']:g} ms  ({doc['machine']['cpu_model']}, "
@@ -150,6 +150,7 @@ def format_table(doc: dict[str, Any]) -> str:
             f"{label:8} {_cell(m['qps'], 1):>8} {m['errors']:>6} {_cell(m['p50_ms']):>8} "
             f"{_cell(m['p95_ms']):>8} {_cell(m['p99_ms']):>8} {_cell(m['p999_ms']):>8} "
             f"{_cell(m['server_time_p50_ms'], 3):>10} {_cell(fm['max_rate'] if fm else None, 1):>8}"
+            f" {_cell(m.get('server_cpu_ms_per_request')):>8}"
         )
     lines.append(f"{'bare':8} {'':>8} {'':>6} {_cell(doc['bare']['p50_ms'], 3):>8}")
     steps = doc["service"]["runs"][0].get("server_steps_p50_ms") or {}
