@@ -240,6 +240,18 @@ def test_a_body_that_is_not_a_json_object_is_a_422(client, raw):
     assert resp.json()["detail"][0]["loc"] == ["body"]
 
 
+def test_only_json_content_types_are_accepted(client):
+    body = b'{"user_id": 1, "candidates": [1]}'
+    for ok in ("application/json", "application/json; charset=utf-8", "application/x+json"):
+        assert (
+            client.post("/v1/rank", content=body, headers={"content-type": ok}).status_code == 200
+        )
+    for bad in ("text/plain", "application/x-www-form-urlencoded"):
+        resp = client.post("/v1/rank", content=body, headers={"content-type": bad})
+        assert resp.status_code == 415
+        assert "application/json" in resp.json()["detail"][0]["msg"]
+
+
 def test_candidate_count_limits_are_422_with_the_limit_in_the_message(client):
     resp = rank(client, candidates=list(range(401)))
     assert resp.status_code == 422
