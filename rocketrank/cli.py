@@ -31,7 +31,10 @@ COMMANDS: list[tuple[str, str, str]] = [
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rocketrank", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="rocketrank",
+        description="Jointly-trained booster + light net ranking, and its scoring service.",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
     for path, module, help_text in COMMANDS:
@@ -53,7 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _build_parser()
     # Parse only the command words first; the owning module adds its options.
-    known, _ = parser.parse_known_args(argv)
+    # -h/--help is held back so `rocketrank train --help` shows train's options.
+    words = [a for a in argv if a not in ("-h", "--help")]
+    if not words:
+        parser.print_help()
+        return 0 if argv else 2
+    known, _ = parser.parse_known_args(words)
     if getattr(known, "_module", None) is None:
         parser.print_help()
         return 2
