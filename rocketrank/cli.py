@@ -30,6 +30,9 @@ COMMANDS: list[tuple[str, str, str]] = [
 ]
 
 
+_PATHS = {path for path, _, _ in COMMANDS}
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rocketrank",
@@ -61,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     if not words:
         parser.print_help()
         return 0 if argv else 2
+    wants_help = len(words) != len(argv)
+    if wants_help and not any(" ".join(words[:n]) in _PATHS for n in (1, 2)):
+        parser.parse_args(argv)  # prints the group's help and exits
     known, _ = parser.parse_known_args(words)
     if getattr(known, "_module", None) is None:
         parser.print_help()
