@@ -124,6 +124,13 @@ def _serve_and_query(repo: Path, data_dir: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _variant(config: str) -> str:
+    """The distillation variant a run config ships with (what gets exported)."""
+    import yaml
+
+    return str(yaml.safe_load(Path(config).read_text())["distill"]["variant"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default="demo", help="working directory (recreated)")
@@ -148,14 +155,10 @@ def main(argv: list[str] | None = None) -> int:
             "ablate", "--config", config, "--data", str(data),
             "--out", str(runs / f"{stage}_ablation"), "--epochs", str(args.epochs),
         )  # fmt: skip
-        _step(f"{stage} stage: joint training run to export")
+        _step(f"{stage} stage: export the light net of the configured variant")
         _run(
-            "train", "--config", config, "--data", str(data), "--out", str(runs / stage),
-            "--epochs", str(args.epochs),
-        )  # fmt: skip
-        _step(f"{stage} stage: export the light net")
-        _run(
-            "export", "--run", str(runs / stage), "--repo", str(repo), "--name", stage,
+            "export", "--run", str(runs / f"{stage}_ablation" / _variant(config)),
+            "--repo", str(repo), "--name", stage,
             "--items", str(data / "items.parquet"),
         )  # fmt: skip
     _run("models", "list", "--repo", str(repo))
