@@ -40,9 +40,11 @@ from service.bench.processes import ServerProcess, free_port
 from service.bench.workload import Workload, build_workload
 
 ROOT = Path(__file__).resolve().parents[2]
-NAIVE_RELAXED_SLO_MS = 1000.0
-"""When the naive server meets the SLO at no rate, its throughput is the highest
-rate it sustains with p99 under this bound (it keeps up, slowly)."""
+SUSTAINED_P99_MS = 1000.0
+"""*Sustained* throughput: the highest rate served with zero errors, ≥ 95 % of the
+offered rate achieved and p99 under this bound -- the server keeps up, however
+slowly. Compared when a server meets the SLO at no rate (the naive baseline; or
+any server on a machine too noisy for a 10 ms p99)."""
 
 
 @dataclass
@@ -209,13 +211,14 @@ class ServerBench:
                 s = res.summary()
                 # CPU time per request is far less sensitive to noisy neighbours than latency:
                 # 1000 / server_cpu_ms_per_request bounds one worker's throughput.
-                s["server_cpu_ms_per_request"] = server_cpu * 1e3 / max(s["requests"], 1)
+                # per *answered* request: CPU burnt on abandoned requests counts against the server
+                s["server_cpu_ms_per_request"] = server_cpu * 1e3 / s["ok"] if s["ok"] else None
                 s["client_cpu_ms_per_request"] = client_cpu * 1e3 / max(s["requests"], 1)
                 self.log(
                     f"  {name} @ {rate:7.1f}/s: qps {s['qps']:7.1f}  errors {s['errors']:4d}  "
                     f"p50 {_fmt(s['p50_ms'])}  p99 {_fmt(s['p99_ms'])} ms  "
                     f"server p50 {_fmt(s['server_time_p50_ms'])} ms  "
-                    f"server CPU {s['server_cpu_ms_per_request']:.2f} ms/req"
+                    f"server CPU {_fmt(s['server_cpu_ms_per_request'])} ms/req"
                 )
                 return s
 
@@ -233,17 +236,16 @@ class ServerBench:
                 )
                 result["find_max"] = search.to_dict()
                 result["find_max"]["slo_p99_ms"] = cfg.slo
-                if search.max_rate == 0.0 and name == "naive":
-                    relaxed = find_max_rate(
-                        lambda r: load(r, probe_s, 1.0),
-                        NAIVE_RELAXED_SLO_MS,
-                        start_rate=start_rate,
-                        max_rate=cfg.max_rate,
-                        min_rate=0.5,
-                        max_probes=cfg.max_probes,
-                    )
-                    result["find_max_relaxed"] = relaxed.to_dict()
-                    result["find_max_relaxed"]["slo_p99_ms"] = NAIVE_RELAXED_SLO_MS
+                sustained = find_max_rate(
+                    lambda r: load(r, probe_s, 1.0),
+                    SUSTAINED_P99_MS,
+                    start_rate=start_rate,
+                    max_rate=cfg.max_rate,
+                    min_rate=0.5,
+                    max_probes=cfg.max_probes,
+                )
+                result["find_max_sustained"] = sustained.to_dict()
+                result["find_max_sustained"]["slo_p99_ms"] = SUSTAINED_P99_MS
         return result
 
 
@@ -369,15 +371,22 @@ def run_serve_bench(
         if cfg.find_max:
             svc_max = service["find_max"]["max_rate"]
             naive_max = naive["find_max"]["max_rate"]
-            if naive_max > 0:
+            if svc_max > 0 and naive_max > 0:
                 speedup = _ratio(svc_max, naive_max)
                 basis = f"max rate with p99 <= {cfg.slo:g} ms and 0 errors: service / naive"
             else:
-                relaxed = naive["find_max_relaxed"]["max_rate"]
-                speedup = _ratio(svc_max, relaxed)
+                speedup = _ratio(
+                    service["find_max_sustained"]["max_rate"],
+                    naive["find_max_sustained"]["max_rate"],
+                )
+                who = (
+                    "neither server"
+                    if svc_max == naive_max == 0
+                    else ("the naive server" if naive_max == 0 else "the service")
+                )
                 basis = (
-                    f"naive meets p99 <= {cfg.slo:g} ms at no rate; service max rate under the "
-                    f"SLO / naive max rate with p99 <= {NAIVE_RELAXED_SLO_MS:g} ms"
+                    f"{who} met p99 <= {cfg.slo:g} ms at any rate; sustained throughput "
+                    f"(0 errors, p99 <= {SUSTAINED_P99_MS:g} ms): service / naive"
                 )
         elif naive["median"]["errors"]:
             basis = (
@@ -417,6 +426,13 @@ def run_serve_bench(
         "speedup_vs_naive": speedup,
         "speedup_basis": basis,
         "max_qps_under_slo": service["find_max"]["max_rate"] if cfg.find_max else None,
+        "sustained_qps": service["find_max_sustained"]["max_rate"] if cfg.find_max else None,
+        "naive_max_qps_under_slo": naive["find_max"]["max_rate"]
+        if cfg.find_max and naive
+        else None,
+        "naive_sustained_qps": naive["find_max_sustained"]["max_rate"]
+        if cfg.find_max and naive
+        else None,
         "bare": bare,
         "service": service,
         "naive": naive,
