@@ -40,6 +40,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -85,12 +86,34 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _git_commit() -> str | None:
+    """HEAD of the checkout the benchmark ran from (``+dirty`` with uncommitted changes)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def machine_info() -> dict[str, Any]:
     try:
         load = list(os.getloadavg())
     except OSError:
         load = None
     return {
+        "git_commit": _git_commit(),
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,27 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _git_commit() -> str | None:
+    """HEAD of the checkout the benchmark ran from (``+dirty`` with uncommitted changes)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def machine_info() -> dict[str, Any]:
     """JSON-ready description of the machine and software (torch imported lazily)."""
     import torch
@@ -30,6 +52,7 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         load = None
     return {
+        "git_commit": _git_commit(),
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
