@@ -18,6 +18,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
     multiprocess,
 )
@@ -73,6 +74,9 @@ class ServiceMetrics:
         self.multiprocess = multiprocess_dir() is not None
         # In multiprocess mode values live in files; the metric objects need no registry.
         self.registry = CollectorRegistry(auto_describe=True)
+        # CPU seconds and resident memory for the dashboard's process panels (in
+        # multiprocess mode: of the worker that answers the scrape).
+        ProcessCollector(registry=self.registry)
         reg = None if self.multiprocess else self.registry
         self.requests = Counter(
             PREFIX + "requests", "Rank requests by stage and HTTP status code.",
@@ -131,6 +135,7 @@ class ServiceMetrics:
         if self.multiprocess:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
+            ProcessCollector(registry=registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 

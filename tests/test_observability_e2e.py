@@ -39,10 +39,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.prometheus, pytest.mark.redis]
 LOAD_SECONDS = float(os.environ.get("RR_LOAD_SECONDS", "20"))
 REQUESTS_PER_SECOND = 25.0
 RATE_WINDOW = "1m"  # $__rate_interval while checking: covers the whole load
-NO_PROCESS_METRICS = (
-    "the service's /metrics has no process_* series: service/metrics.py should register "
-    "prometheus_client.ProcessCollector on its registry (CPU and memory panels stay empty)"
-)
 COARSE_CANDIDATES = 290
 FINE_CANDIDATES = 60
 
@@ -85,7 +81,7 @@ class Scenario:
     prometheus: render_dashboard.PrometheusClient
     versions: dict[str, str]
     sent: Counter = field(default_factory=Counter)  # (kind, status code) -> requests
-    process_metrics: bool = True  # the service exports prometheus-client's process_* metrics
+    process_metrics: bool = False  # the service exports prometheus-client's process_* metrics
     start: float = 0.0
     end: float = 0.0
 
@@ -226,10 +222,13 @@ def test_prometheus_counted_every_request_by_status_code(scenario: Scenario) -> 
 QUERIES = render_dashboard.panel_queries(render_dashboard.load_dashboard())
 
 
+def test_the_service_exports_process_cpu_and_memory(scenario: Scenario) -> None:
+    # The dashboard's CPU and memory panels read prometheus-client's process_* series.
+    assert scenario.process_metrics
+
+
 @pytest.mark.parametrize("query", QUERIES, ids=lambda q: f"{q.panel_title}-{q.ref_id}")
 def test_every_dashboard_query_returns_data(scenario: Scenario, query) -> None:
-    if "process_" in query.expr and not scenario.process_metrics:
-        pytest.xfail(NO_PROCESS_METRICS)
     expr = render_dashboard.expand_variables(query.expr, RATE_WINDOW)
     result = scenario.prometheus.query(expr)
     assert result, f"panel {query.panel_title!r} ({query.ref_id}) is empty: {expr}"
@@ -335,8 +334,6 @@ def test_the_dashboard_renders_from_prometheus(scenario: Scenario, tmp_path: Pat
     )
     assert set(drawn) == set(render_dashboard.MAIN_PANELS)
     empty = {title for title, n in drawn.items() if n == 0}
-    if not scenario.process_metrics:
-        empty -= {"CPU per instance", "Resident memory per instance"}
     assert not empty, drawn
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     target = os.environ.get("RR_DASHBOARD_PNG")
