@@ -17,6 +17,11 @@ import sys
 COMMANDS: list[tuple[str, str, str]] = [
     ("synth", "training.synth_cli", "write a synthetic e-commerce impression log"),
     ("data check", "training.data.check_cli", "validate a data directory against its schema"),
+    (
+        "data negatives",
+        "training.data.negatives_cli",
+        "add sampled negatives to a positives-only log",
+    ),
     ("train", "training.train_cli", "jointly train booster and light net"),
     ("ablate", "training.ablate_cli", "train every distillation variant and report"),
     ("export", "training.export_cli", "export the light net into a model repository"),
