@@ -157,3 +157,19 @@ def test_predictions_are_gathered_in_split_order_on_every_rank(collectives: Path
         got = json.loads((collectives / f"pred.{rank}").read_text())
         assert got["light"] == [2.0 * i for i in range(PREDICTION_ROWS)]
         assert got["booster"] == [-float(i) for i in range(PREDICTION_ROWS)]
+
+
+def test_nproc_refuses_an_unsupported_config_before_launching(tmp_path, capsys) -> None:
+    import yaml
+
+    cfg_path = tmp_path / "listwise.yaml"
+    cfg_path.write_text(
+        yaml.safe_dump(tiny_config("rocket", distill={"hint": "listwise"}).to_dict())
+    )
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    argv = ["--config", str(cfg_path), "--data", str(tmp_path / "absent"), "--out", str(tmp_path)]
+    args = parser.parse_args([*argv, "--nproc", "2"])
+    assert train_cli.run(args) == 2
+    assert "listwise" in capsys.readouterr().err
+    assert not (tmp_path / "config.json").exists()  # nothing ran

@@ -24,6 +24,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from training.config import ConfigError, load_config
+from training.distributed import DistContext, DistributedError
+
 # Namespace entries the dispatcher adds, and the launcher's own option
 _NOT_FORWARDED = frozenset({"_module", "_path", "command_path", "nproc"})
 
@@ -87,12 +90,22 @@ def torchrun_command(
 def launch(nproc: int, args: argparse.Namespace, *, threads: int | None = None) -> int:
     """Run ``rocketrank train`` with ``args`` in ``nproc`` processes; torchrun's exit code.
 
+    A config N processes cannot train like one (``DistContext.check_config``)
+    is refused before anything starts (exit code 2).
+
     Args:
         nproc: worker processes on this machine.
         args: the parsed train options (forwarded as they are, minus ``--nproc``).
         threads: ``OMP_NUM_THREADS`` of every worker (torchrun would otherwise set 1
             with a warning); the workers' ``--threads`` still sets torch's count.
     """
+    # refuse an unsupported config here, once, instead of in every worker behind torchrun's
+    # failure report
+    try:
+        DistContext(rank=0, world_size=nproc, backend="gloo").check_config(load_config(args.config))
+    except (ConfigError, DistributedError) as exc:
+        print(f"rocketrank train: {exc}", file=sys.stderr)
+        return 2
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(threads or 1))
     cmd = torchrun_command(nproc, forwarded_argv(args))
