@@ -286,6 +286,7 @@ def render(
         panel = by_title[title]
         scale, unit_label = _panel_unit(panel)
         count = 0
+        highest = 0.0
         for target in panel["targets"]:
             expr = expand_variables(target["expr"], rate_interval)
             for series in client.query_range(expr, start, end, step_s):
@@ -294,9 +295,11 @@ def render(
                 if not points:
                     continue
                 times = [datetime.fromtimestamp(t, UTC) for t, _ in points]
+                values = [v * scale for _, v in points]
+                highest = max(highest, *values)
                 ax.plot(
                     times,
-                    [v * scale for _, v in points],
+                    values,
                     linewidth=1.6,
                     label=legend_text(target.get("legendFormat", ""), series["metric"]),
                 )
@@ -305,9 +308,11 @@ def render(
         for value in _thresholds(panel):
             label = "SLO" if unit == "s" else "alert threshold"
             ax.axhline(value * scale, color="tab:red", linestyle="--", linewidth=1.2, label=label)
+            highest = max(highest, value * scale)
         ax.set_title(title, fontsize=11, loc="left")
         ax.set_ylabel(unit_label)
-        ax.set_ylim(bottom=0)
+        # From 0 with headroom: a flat series (memory) would otherwise sit on the top edge.
+        ax.set_ylim(0, highest * 1.15 if highest > 0 else 1.0)
         ax.set_xlim(datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC))
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))

@@ -330,7 +330,7 @@ def test_the_dashboard_renders_from_prometheus(scenario: Scenario, tmp_path: Pat
         out,
         scenario.start - 5,
         scenario.end + 3,
-        rate_interval="5s",
+        rate_interval="10s",
     )
     assert set(drawn) == set(render_dashboard.MAIN_PANELS)
     empty = {title for title, n in drawn.items() if n == 0}
