@@ -33,7 +33,8 @@ LATENCY_BUCKETS = (
     0.003,
     0.004,
     0.005,
-    0.0075,
+    0.006,
+    0.008,  # the fine-stage SLO: its p99 alert compares exactly at a bucket edge
     0.01,
     0.015,
     0.02,
