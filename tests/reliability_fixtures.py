@@ -4,7 +4,7 @@ and the figures the suite measures (recovery time, p99 under fault).
 
 The worlds, artifacts and ``rocketrank serve`` processes come from
 ``service_fixtures``; this module only adds what the fault tests need on top.
-Figures are printed and, when ``ROCKETRANK_RELIABILITY_FIGURES`` names a file,
+Figures are printed and, when ``RELIABILITY_FIGURES`` names a file,
 appended to it as JSON lines (that is how docs/RELIABILITY.md was filled).
 """
 
@@ -28,11 +28,11 @@ from typing import Any
 import service_fixtures as sf
 from prometheus_client.parser import text_string_to_metric_families
 
-FIGURES_ENV = "ROCKETRANK_RELIABILITY_FIGURES"
+FIGURES_ENV = "RELIABILITY_FIGURES"
 
 
 def record_figure(test: str, **figures: Any) -> None:
-    """Print a measured figure and append it to ``$ROCKETRANK_RELIABILITY_FIGURES``."""
+    """Print a measured figure and append it to ``$RELIABILITY_FIGURES``."""
     line = json.dumps({"test": test, **figures}, sort_keys=True)
     print(f"[reliability] {line}")
     target = os.environ.get(FIGURES_ENV)
