@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from service.bench.serve_bench import cpu_per_request
+
 
 def _f(v: Any, digits: int = 2) -> str:
     if v is None:
@@ -22,7 +24,8 @@ def _f(v: Any, digits: int = 2) -> str:
 
 def serve_table(docs: list[dict[str, Any]]) -> str:
     head = (
-        "| stage | candidates | offered req/s | achieved QPS | errors | p50 ms | p95 ms | p99 ms "
+        "| stage | torch threads | candidates | offered req/s | achieved QPS | errors "
+        "| p50 ms | p95 ms | p99 ms "
         "| p99.9 ms | SLO p99 ms | met | server p50 ms | bare p50 ms | server/bare | naive p50 ms "
         "| speed-up vs naive | max QPS under SLO / sustained | server CPU ms/req (naive) |"
     )
@@ -38,14 +41,15 @@ def serve_table(docs: list[dict[str, Any]]) -> str:
             max_qps += f" (naive {_f(d.get('naive_max_qps_under_slo'), 1)}"
             max_qps += f" / {_f(d.get('naive_sustained_qps'), 1)})"
         lines.append(
-            f"| {d['stage']} | {d['candidates']:,} | {_f(d['rate'], 0)} | {_f(d['qps'], 1)} "
+            f"| {d['stage']} | {d['bare']['threads']} | {d['candidates']:,} | {_f(d['rate'], 0)} "
+            f"| {_f(d['qps'], 1)} "
             f"| {d['errors']} | {_f(d['p50_ms'])} | {_f(d['p95_ms'])} | {_f(d['p99_ms'])} "
             f"| {_f(d['p999_ms'])} | {_f(d['slo_p99_ms'], 0)} "
             f"| {'yes' if d['meets_slo_at_rate'] else '**no**'} | {_f(d['server_time_p50_ms'], 3)} "
             f"| {_f(d['bare_p50_ms'], 3)} | {_f(d['server_time_ratio_vs_bare'])} "
             f"| {_f(naive_p50, 1)} | {_f(d['speedup_vs_naive'], 1)}× | {max_qps} "
             f"| {_f(d.get('server_cpu_ms_per_request'))} "
-            f"({_f(d.get('naive_server_cpu_ms_per_request'), 1)}) |"
+            f"({_f(cpu_per_request(d.get('naive')), 1)}) |"
         )
     notes = [f"- {d['stage']}: speed-up basis: {d['speedup_basis']}" for d in docs]
     for d in docs:
