@@ -59,7 +59,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     data = write_tiny_data(tmp_path / "data", rows=2_500)
     config = tmp_path / "run.yaml"
     # dropout: the result depends on the restored RNG state, not only on the weights
-    cfg = tiny_config("rocket", epochs=2, batch_size=32, model={"dropout": 0.2})
+    cfg = tiny_config("rocket", epochs=1, batch_size=32, model={"dropout": 0.2})
     config.write_text(yaml.safe_dump(cfg.to_dict()))
 
     full = tmp_path / "full"
