@@ -32,13 +32,13 @@ def world(tmp_path) -> dict[str, Any]:
     return sf.make_repo(tmp_path)
 
 
-def ready(base: str) -> bool:
-    """One readiness probe on a fresh connection, as an orchestrator makes it."""
+def probe(base: str) -> int:
+    """One readiness probe on a fresh connection, as an orchestrator makes it (0: refused)."""
     try:
         status, _ = sf.http("GET", base + "/readyz")
     except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-        return False
-    return status == 200
+        return 0
+    return status
 
 
 def read_response(sock: socket.socket) -> tuple[int, Any]:
@@ -58,8 +58,16 @@ def read_response(sock: socket.socket) -> tuple[int, Any]:
     return int(lines[0].split()[1]), json.loads(body)
 
 
-def test_sigterm_under_load_fails_readiness_first_and_finishes_in_flight(world):
-    server = rf.LoggedService(["--repo", str(world["repo"]), "--features", str(world["data"])])
+@pytest.mark.parametrize("delay_s", [0.0, 1.5], ids=["no-delay", "shutdown-delay"])
+def test_sigterm_under_load_fails_readiness_first_and_finishes_in_flight(world, delay_s):
+    """The service marks itself not ready on the signal. Without
+    ``ROCKETRANK_SHUTDOWN_DELAY_S`` uvicorn then closes its listener at once; with a
+    delay ``/readyz`` answers 503 while new requests are still served, and only then
+    does the listener close."""
+    server = rf.LoggedService(
+        ["--repo", str(world["repo"]), "--features", str(world["data"])],
+        env={"ROCKETRANK_SHUTDOWN_DELAY_S": str(delay_s)},
+    )
     try:
         server.wait_ready(timeout=120)
         payload = json.dumps({**BODY, "request_id": "in-flight"}).encode()
@@ -76,11 +84,18 @@ def test_sigterm_under_load_fails_readiness_first_and_finishes_in_flight(world):
             os.kill(server.proc.pid, signal.SIGTERM)
             signalled = time.monotonic()
             deadline = signalled + 10
-            while ready(server.base):
+            while (first_failure := probe(server.base)) == 200:
                 assert time.monotonic() < deadline, "still ready 10 s after SIGTERM"
                 time.sleep(0.01)
             not_ready_s = time.monotonic() - signalled
             assert server.proc.poll() is None, "exited before the in-flight request finished"
+            if delay_s:
+                # not ready, yet still serving new connections until the delay has passed
+                assert first_failure == 503
+                assert sf.http("POST", server.base + "/v1/rank", BODY)[0] == 200
+            else:
+                # 503 if the probe lands between the flag and uvicorn closing its listener
+                assert first_failure in (0, 503)
 
             slow.sendall(payload[len(payload) // 2 :])
             status, answer = read_response(slow)
@@ -101,6 +116,8 @@ def test_sigterm_under_load_fails_readiness_first_and_finishes_in_flight(world):
     assert "Traceback" not in log
     rf.record_figure(
         "sigterm",
+        shutdown_delay_s=delay_s,
+        first_failed_probe=first_failure,
         not_ready_after_s=round(not_ready_s, 3),
         load_ok=sum(a.status == 200 for a in answers),
         load_refused=sum(a.status == 0 for a in answers),
