@@ -18,10 +18,10 @@ from models.contract.artifact import (
     MANIFEST_FILE,
     ArtifactError,
     load_artifact,
+    read_encoder,
     sha256_file,
     verify_artifact,
 )
-from models.contract.features import FeatureEncoder
 from training.export import ExportOptions, export_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def test_manifest_has_every_field(exported):
             "tags": "multi_categorical",
             "price": "numeric",
         }
-        encoder = FeatureEncoder.load(str(path / "encoder.json"))
+        encoder = read_encoder(path)
         assert m["spec_hash"] == encoder.spec_hash()
         assert m["metrics"]["light"] == {"auc": 0.71, "logloss": 0.42}
         assert m["metrics"]["export"]["parity"]["max_abs_diff"] <= 1e-5
@@ -85,7 +85,7 @@ def test_manifest_has_every_field(exported):
         files = {p.name for p in path.iterdir()} - {MANIFEST_FILE}
         assert set(m["files"]) == files
         assert all(m["files"][f] == sha256_file(path / f) for f in files)
-        expected = {"model.pt", "encoder.json"}
+        expected = {"model.pt", "encoder.json", "vocabs.npz"}
         if kind == "two_tower":
             expected |= {"item_ids.npy", "item_vectors.npy"}
         assert files == expected
@@ -95,7 +95,7 @@ def test_manifest_has_every_field(exported):
 
 def test_privileged_features_are_not_in_the_artifact(exported):
     for path in exported.values():
-        encoder = FeatureEncoder.load(str(path / "encoder.json"))
+        encoder = read_encoder(path)
         assert set(encoder.specs) == {"user_id", "user_age", "hour", "item_id", "tags", "price"}
         assert "dwell" not in (path / MANIFEST_FILE).read_text()
 
@@ -228,3 +228,16 @@ def test_loading_through_a_symlink_reads_one_version(exported, tmp_path):
     link.unlink()
     link.symlink_to(exported["two_tower"])  # flipping afterwards changes nothing loaded
     assert artifact.manifest.kind == "mlp"
+
+
+def test_spec_hash_is_checked_before_the_vocabularies_are_decoded(artifact_copy):
+    """A vocabs.npz that is not even a zip (checksum 'fixed'): a wrong spec hash is
+    reported first, because the hash is computed from encoder.json's specs alone."""
+    (artifact_copy / "vocabs.npz").write_bytes(b"not a zip")
+    files = dict(_manifest(artifact_copy)["files"])
+    files["vocabs.npz"] = sha256_file(artifact_copy / "vocabs.npz")
+    _rewrite_manifest(artifact_copy, files=files)
+    with pytest.raises(ArtifactError, match="the caller expects"):
+        load_artifact(artifact_copy, expected_spec_hash="f" * 64)
+    with pytest.raises(ArtifactError, match=r"vocabs\.npz is not a plain \.npz"):
+        load_artifact(artifact_copy)

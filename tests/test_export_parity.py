@@ -126,7 +126,7 @@ def test_int8_embedding_rows_round_trip_within_half_a_step():
     assert torch.equal(q.dequantized()[0], torch.zeros(16))
     ids = torch.tensor([[3, 0], [49, 7]])
     assert torch.equal(q(ids), q.dequantized()[ids])
-    assert q.codes.dtype == torch.uint8
+    assert q.codes.dtype == torch.int8 and q.scale.dtype == torch.float16
 
 
 def test_batchnorm_is_folded_exactly():
@@ -219,17 +219,18 @@ def test_int8_two_tower_stores_8bit_item_vectors_and_loads_them_as_float(tmp_pat
     fp32 = load_artifact(
         export_run(run, tmp_path / "repo", "coarse", ExportOptions(items=items)).path
     )
-    result = export_run(
-        run, tmp_path / "repo", "coarse", ExportOptions(quantize="int8", items=items)
+    # tables of >= 1024 rows only (none here) and fp32 Linear weights: the item tower
+    # is exact, so the stored vectors differ from fp32 only by their own rounding
+    exact_tower = ExportOptions(
+        quantize="int8", items=items, int8_min_rows=1024, int8_linears=False
     )
-    assert np.load(result.path / "item_vectors.npy").dtype == np.uint8
+    result = export_run(run, tmp_path / "repo", "coarse", exact_tower)
+    assert np.load(result.path / "item_vectors.npy").dtype == np.int8
     qparams = np.load(result.path / "item_vector_qparams.npy")
-    assert qparams.dtype == np.float16 and qparams.shape == (len(fp32.item_ids), 2)
+    assert qparams.dtype == np.float16 and qparams.shape == (len(fp32.item_ids), 1)
     int8 = load_artifact(result.path)
     assert int8.item_vectors.dtype == np.float32
     assert np.array_equal(int8.item_ids, fp32.item_ids)
-    # int8_min_rows defaults above these tiny tables: the item tower is exact, so the
-    # stored vectors differ from fp32 only by their own rounding (half a step a value)
     half_step = qparams[:, :1].astype(np.float32) / 2
     assert np.all(np.abs(int8.item_vectors - fp32.item_vectors) <= half_step * 1.01 + 1e-6)
     assert result.parity["max_abs_diff_by_path"]["serving"] > 0

@@ -4,8 +4,9 @@
 
 For a trained run, builds every candidate serialisation of its light net —
 eager PyTorch (the reference), TorchScript scripted, scripted + frozen, frozen +
-``optimize_for_inference``, ``torch.export`` (when it exports), and the int8
-variants — checks each against eager on the same rows, and times a forward pass
+``optimize_for_inference``, ``torch.export`` (when it exports), and one int8
+variant per plan the exporter tries (tables + Linear weights; tables; large
+tables only) — checks each against eager on the same rows, and times a forward pass
 over 1,000 and 10,000 candidates (median of ``--repeats`` runs after warm-up;
 all formats in one process, interleaved round by round so machine noise hits
 them alike). For two-tower nets it
@@ -36,11 +37,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from training.export import load_run, random_rows
-from training.export_graph import prepare_scorer, quantize_rows, to_torchscript
+from training.export import int8_plans, load_run, random_rows
+from training.export_graph import dequantize_rows, prepare_scorer, quantize_rows, to_torchscript
 
 SIZES = (1_000, 10_000)
 TWO_TOWER_METHODS = ["user_vector", "item_vector"]
+INT8_VARIANTS = ("int8_torchscript", "int8_tables_torchscript", "int8_large_tables_torchscript")
+"""Names of the variants built from ``training.export.int8_plans()``, in its order."""
 
 
 def _summary(ms: list[float]) -> dict[str, float]:
@@ -75,15 +78,17 @@ def _export_program(model: torch.nn.Module, rows: dict[str, Tensor]) -> Any:
 def build_variants(scorer: torch.nn.Module, two_tower: bool, rows: dict[str, Tensor]) -> dict:
     methods = TWO_TOWER_METHODS if two_tower else []
     fp32 = prepare_scorer(scorer, "none")
-    int8 = prepare_scorer(scorer, "int8", min_rows=0)
     variants: dict[str, Any] = {
         "eager": scorer.eval(),
         "eager_bn_folded": fp32,
         "torchscript": to_torchscript(fp32, methods, freeze=False),
         "torchscript_frozen": to_torchscript(fp32, methods, freeze=True),
         "torchscript_frozen_optimized": to_torchscript(fp32, methods, optimize=True),
-        "int8_torchscript": to_torchscript(int8, methods, freeze=False),
     }
+    # one variant per int8 plan the exporter may fall back through, smallest first
+    for plan, name in zip(int8_plans(), INT8_VARIANTS, strict=True):
+        int8 = prepare_scorer(scorer, "int8", plan.min_rows, linears=plan.linears)
+        variants[name] = to_torchscript(int8, methods, freeze=False)
     program = _export_program(fp32, rows)
     if program is not None:
         variants["torch_export"] = program
@@ -114,6 +119,10 @@ def run_bench(run_dir: Path, repeats: int, threads: int) -> dict[str, Any]:
             "format": name,
             "quantization": "int8" if name.startswith("int8") else "none",
             "max_abs_logit_diff_vs_eager": float((out - reference).abs().max()),
+            # the export's int8 tolerance is on probabilities (training/export.py)
+            "max_abs_probability_diff_vs_eager": float(
+                (torch.sigmoid(out) - torch.sigmoid(reference)).abs().max()
+            ),
             "size_bytes": sizes[name],
         }
         for n in SIZES:
@@ -160,8 +169,7 @@ def _serving_step(module: Any, batch: dict[str, Tensor], name: str) -> Callable[
     with torch.inference_mode():
         vectors = module.item_vector(batch)
         if name.startswith("int8"):
-            codes, scale, offset = quantize_rows(vectors)
-            vectors = codes.float() * scale.float().unsqueeze(1) + offset.float().unsqueeze(1)
+            vectors = dequantize_rows(*quantize_rows(vectors))
     pos = torch.randperm(vectors.shape[0])
     user = {k: v[:1] for k, v in batch.items()}
 

@@ -10,12 +10,15 @@
    freeze (:mod:`training.export_graph`);
 3. check parity: the exported module's logits against the trained model's on
    the run's test rows (or on random valid inputs when the data is gone);
-   fp32 within ``1e-5``, int8 within ``1e-2`` in probability — an export that
-   fails is refused, nothing is published;
+   fp32 within ``1e-5``, int8 within ``1e-2`` in probability. int8 tries
+   :func:`int8_plans` in order (all tables and Linear weights; tables only;
+   large tables only) and keeps the first that passes; an export that fails
+   them all is refused, nothing is published;
 4. for a two-tower net, compute ``item_vectors`` of the catalogue with the
    exported module itself (the item features encoded by the run's encoder),
    stored as 8-bit rows in an int8 artifact;
-5. write ``encoder.json`` (served features only), ``manifest.json`` and publish.
+5. write ``encoder.json`` + ``vocabs.npz`` (served features only, vocabulary keys
+   in binary), ``manifest.json`` and publish.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import logging
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -44,6 +47,7 @@ from models.contract.artifact import (
     MODEL_FILE,
     Manifest,
     checksum_files,
+    encoder_files,
     read_manifest,
     write_manifest,
 )
@@ -52,7 +56,7 @@ from models.contract.repository import ModelRepository
 from models.joint import JointModel, JointModelArgs
 from training.data.schema import load_schema
 from training.evaluate import auc
-from training.export_graph import prepare_scorer, quantize_rows, to_torchscript
+from training.export_graph import dequantize_rows, prepare_scorer, quantize_rows, to_torchscript
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,8 @@ INT8_TOLERANCE = 1e-2
 TWO_TOWER_METHODS = ("user_vector", "item_vector")
 _ITEM_CHUNK = 65_536
 _RANDOM_PARITY_ROWS = 2_048
+SMALL_TABLE_ROWS = 1024
+"""The last int8 fallback keeps tables with fewer rows in fp32."""
 
 
 class ExportError(RuntimeError):
@@ -76,14 +82,17 @@ class ExportOptions:
     Attributes:
         format: serialisation of ``model.pt``; only ``torchscript`` (measured the
             fastest loadable format, see ``training/bench_export.py``).
-        quantize: ``none`` or ``int8`` (int8 embedding rows, fp32 Linear layers).
+        quantize: ``none`` or ``int8`` (8-bit embedding rows and Linear weights,
+            one fp16 scale per row; fp32 compute).
         items: item catalogue (Parquet/CSV) for two-tower item vectors; default
             ``<data>/items.parquet`` of the run.
         keep: keep only the newest ``keep`` versions after publishing.
         promote: point ``current`` at the new version.
         parity_rows: test rows used for the parity check and the test AUC.
         int8_min_rows: with ``quantize="int8"``, tables with fewer rows stay fp32
-            (a negligible share of the bytes; keeping them exact halves the noise).
+            (default 0: every table is int8 unless parity needs the fallback of
+            :func:`int8_plans`).
+        int8_linears: with ``quantize="int8"``, try 8-bit Linear weights first.
     """
 
     format: str = "torchscript"
@@ -92,7 +101,8 @@ class ExportOptions:
     keep: int | None = None
     promote: bool = True
     parity_rows: int = 50_000
-    int8_min_rows: int = 1024
+    int8_min_rows: int = 0
+    int8_linears: bool = True
 
     def __post_init__(self) -> None:
         if self.format != "torchscript":
@@ -282,10 +292,7 @@ def _served_two_tower_logits(
             part = {k: v[start : start + _ITEM_CHUNK] for k, v in features.items()}
             u, v = exported.user_vector(part), exported.item_vector(part)
             if quantize == "int8":
-                codes, scale, offset = quantize_rows(v)
-                v = codes.to(torch.float32) * scale.float().unsqueeze(1) + offset.float().unsqueeze(
-                    1
-                )
+                v = dequantize_rows(*quantize_rows(v))
             outs.append((u * v).sum(dim=1))
     return torch.cat(outs) if outs else torch.zeros(0)
 
@@ -444,22 +451,40 @@ def export_run(
     encoder = run.encoder.subset(served)
 
     started = time.perf_counter()
-    prepared = prepare_scorer(model.light_scorer(), options.quantize, options.int8_min_rows)
     methods = TWO_TOWER_METHODS if kind == "two_tower" else ()
-    # Frozen fp32 measured fastest (training/bench_export.py); int8 tables must stay
-    # unfrozen so they dequantise once at load instead of being folded back to fp32.
-    exported = to_torchscript(prepared, methods, freeze=options.quantize != "int8")
-    # Parity and item vectors run on the module as the service will load it.
-    buffer = io.BytesIO()
-    torch.jit.save(exported, buffer)
-    model_bytes = buffer.getvalue()
-    loaded = torch.jit.load(io.BytesIO(model_bytes), map_location="cpu")
-
     rows = held_out_rows(run, options.parity_rows)
     if rows is None:
         log.warning("run %s: no test split available; parity on random inputs", run.path)
         rows = random_rows(encoder, served, min(options.parity_rows, _RANDOM_PARITY_ROWS))
-    parity, test_auc = check_parity(model, loaded, rows, options.quantize, kind)
+    plans = (
+        int8_plans(options.int8_min_rows, options.int8_linears)
+        if options.quantize == "int8"
+        else [None]
+    )
+    for attempt, plan in enumerate(plans):
+        prepared = prepare_scorer(
+            model.light_scorer(),
+            options.quantize,
+            plan.min_rows if plan else 0,
+            linears=plan.linears if plan else False,
+        )
+        # Frozen fp32 measured fastest (training/bench_export.py); int8 tables must stay
+        # unfrozen so they dequantise once at load instead of being folded back to fp32.
+        exported = to_torchscript(prepared, methods, freeze=options.quantize != "int8")
+        # Parity and item vectors run on the module as the service will load it.
+        buffer = io.BytesIO()
+        torch.jit.save(exported, buffer)
+        model_bytes = buffer.getvalue()
+        loaded = torch.jit.load(io.BytesIO(model_bytes), map_location="cpu")
+        try:
+            parity, test_auc = check_parity(model, loaded, rows, options.quantize, kind)
+            break
+        except ExportError as exc:
+            if attempt + 1 == len(plans):
+                raise
+            log.warning("int8 %s: %s; retrying with %s", plan, exc, plans[attempt + 1])
+    if plan is not None:
+        parity["int8_plan"] = asdict(plan)
 
     catalogue = (
         _catalogue(run, options, loaded, encoder, features["item"]) if kind == "two_tower" else None
@@ -483,8 +508,8 @@ def export_run(
 
     def write(directory: Path, version: str) -> None:
         (directory / MODEL_FILE).write_bytes(model_bytes)
-        # compact separators: the vocabularies are most of this file
-        (directory / ENCODER_FILE).write_text(json.dumps(encoder.state(), separators=(",", ":")))
+        for fname, data in encoder_files(encoder).items():
+            (directory / fname).write_bytes(data)
         for fname, array in (catalogue or {}).items():
             np.save(directory / fname, array, allow_pickle=False)
         manifest = Manifest(
@@ -542,12 +567,40 @@ def _catalogue(
     ids, vectors = item_table(exported, encoder, item_names, Path(items_file), _item_id_column(run))
     if options.quantize != "int8":
         return {ITEM_IDS_FILE: ids, ITEM_VECTORS_FILE: vectors}
-    codes, scale, offset = quantize_rows(torch.from_numpy(vectors))
+    codes, scale = quantize_rows(torch.from_numpy(vectors))
     return {
         ITEM_IDS_FILE: ids,
         ITEM_VECTORS_FILE: codes.numpy(),
-        ITEM_VECTOR_QPARAMS_FILE: torch.stack([scale, offset], dim=1).numpy(),
+        ITEM_VECTOR_QPARAMS_FILE: scale.unsqueeze(1).numpy(),
     }
+
+
+@dataclass(frozen=True)
+class Int8Plan:
+    """What ``--quantize int8`` turns into 8 bits.
+
+    Attributes:
+        min_rows: embedding tables with at least this many rows are int8.
+        linears: Linear weights are int8 too.
+    """
+
+    min_rows: int
+    linears: bool
+
+    def __str__(self) -> str:
+        linears = "int8" if self.linears else "fp32"
+        return f"(tables >= {self.min_rows} rows, {linears} Linear weights)"
+
+
+def int8_plans(min_rows: int = 0, linears: bool = True) -> list[Int8Plan]:
+    """int8 plans from the smallest artifact to the most exact, tried in order until
+    one passes parity: Linear weights are the most error per byte saved (a
+    rounding error there reaches every row), small tables the least bytes."""
+    plans = [Int8Plan(min_rows, True)] if linears else []
+    plans.append(Int8Plan(min_rows, False))
+    if min_rows < SMALL_TABLE_ROWS:
+        plans.append(Int8Plan(SMALL_TABLE_ROWS, False))
+    return plans
 
 
 def _item_id_column(run: TrainedRun) -> str:
@@ -576,10 +629,12 @@ __all__ = [
     "ExportError",
     "ExportOptions",
     "ExportResult",
+    "Int8Plan",
     "TrainedRun",
     "check_parity",
     "export_run",
     "held_out_rows",
+    "int8_plans",
     "item_table",
     "load_run",
     "random_rows",

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quantize",
         default="none",
         choices=["none", "int8"],
-        help="int8: int8 embedding rows with a per-row scale (Linear layers stay fp32)",
+        help="int8: 8-bit embedding rows and Linear weights, one fp16 scale per row",
     )
     parser.add_argument(
         "--items",
@@ -38,8 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--int8-min-rows",
         type=int,
-        default=1024,
-        help="with --quantize int8, embedding tables with fewer rows stay fp32",
+        default=0,
+        help="with --quantize int8, embedding tables with fewer rows stay fp32 (default: none)",
+    )
+    parser.add_argument(
+        "--no-int8-linears",
+        action="store_true",
+        help="with --quantize int8, keep Linear weights fp32 (tables only)",
     )
     parser.add_argument(
         "--parity-rows", type=int, default=50_000, help="test rows for the parity check"
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             promote=not args.no_promote,
             parity_rows=args.parity_rows,
             int8_min_rows=args.int8_min_rows,
+            int8_linears=not args.no_int8_linears,
         )
         result = export_run(args.run, args.repo, args.name, options)
     except (ExportError, ArtifactError, RepositoryError) as exc:
