@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from training.export import (
     ParityRows,
     check_parity,
     export_run,
+    int8_plans,
 )
 from training.export_graph import Int8Embedding, fold_batchnorm, prepare_scorer, to_torchscript
 
@@ -258,3 +261,22 @@ def test_int8_tables_dequantise_once_and_are_never_frozen():
     assert torch.equal(out, q.dequantized()[[1, 29]])
     with pytest.raises(ValueError, match="cannot be frozen"):
         to_torchscript(torch.nn.Sequential(Int8Embedding(torch.randn(5, 2))), freeze=True)
+
+
+def test_int8_falls_back_plan_by_plan_until_parity_holds(tmp_path, items):
+    """A two-tower net with a large logit scale: 8-bit item vectors alone break the
+    1e-2 tolerance, so the exporter ends on its last plan — fp16 item vectors."""
+    run = make_run(tmp_path, "two_tower")
+    with torch.no_grad():
+        run.model.light.log_scale.fill_(math.log(60.0))
+    assert int8_plans(two_tower=True)[-1].item_vectors == "fp16"
+    result = export_run(
+        run, tmp_path / "repo", "coarse", ExportOptions(quantize="int8", items=items)
+    )
+    assert result.parity["int8_plan"] == asdict(int8_plans(two_tower=True)[-1])
+    assert result.parity["max_abs_diff"] <= 1e-2
+    stored = np.load(result.path / "item_vectors.npy")
+    assert stored.dtype == np.float16 and "item_vector_qparams.npy" not in result.manifest.files
+    artifact = load_artifact(result.path)
+    assert artifact.item_vectors.dtype == np.float32
+    assert np.array_equal(artifact.item_vectors, stored.astype(np.float32))

@@ -29,7 +29,7 @@ import logging
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -281,8 +281,17 @@ def _logits(module: Any, features: Mapping[str, Tensor], chunk: int = _ITEM_CHUN
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
+def _stored_vectors(vectors: Tensor, storage: str) -> Tensor:
+    """Item vectors ``[N, d]`` as ``load_artifact`` returns them after ``storage``."""
+    if storage == "int8":
+        return dequantize_rows(*quantize_rows(vectors))
+    if storage == "fp16":
+        return vectors.to(torch.float16).to(torch.float32)
+    return vectors
+
+
 def _served_two_tower_logits(
-    exported: Any, features: Mapping[str, Tensor], quantize: str
+    exported: Any, features: Mapping[str, Tensor], item_vectors: str
 ) -> Tensor:
     """Logits as the coarse service computes them: stored item vector · user vector."""
     n = int(next(iter(features.values())).shape[0])
@@ -290,9 +299,8 @@ def _served_two_tower_logits(
     with torch.inference_mode():
         for start in range(0, n, _ITEM_CHUNK):
             part = {k: v[start : start + _ITEM_CHUNK] for k, v in features.items()}
-            u, v = exported.user_vector(part), exported.item_vector(part)
-            if quantize == "int8":
-                v = dequantize_rows(*quantize_rows(v))
+            u = exported.user_vector(part)
+            v = _stored_vectors(exported.item_vector(part), item_vectors)
             outs.append((u * v).sum(dim=1))
     return torch.cat(outs) if outs else torch.zeros(0)
 
@@ -303,6 +311,7 @@ def check_parity(
     rows: ParityRows,
     quantize: str,
     kind: str = "mlp",
+    item_vectors: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Compare exported and trained scores; raise ExportError beyond the tolerance.
 
@@ -318,7 +327,8 @@ def check_parity(
     ref = _logits(trained, rows.features).double()
     paths = {"forward": _logits(exported, rows.features).double()}
     if kind == "two_tower":
-        paths["serving"] = _served_two_tower_logits(exported, rows.features, quantize).double()
+        storage = item_vectors or ("int8" if quantize == "int8" else "fp32")
+        paths["serving"] = _served_two_tower_logits(exported, rows.features, storage).double()
     if quantize == "int8":
         space, tolerance = "probability", INT8_TOLERANCE
         diffs = {k: (torch.sigmoid(v) - torch.sigmoid(ref)).abs() for k, v in paths.items()}
@@ -457,7 +467,7 @@ def export_run(
         log.warning("run %s: no test split available; parity on random inputs", run.path)
         rows = random_rows(encoder, served, min(options.parity_rows, _RANDOM_PARITY_ROWS))
     plans = (
-        int8_plans(options.int8_min_rows, options.int8_linears)
+        int8_plans(options.int8_min_rows, options.int8_linears, kind == "two_tower")
         if options.quantize == "int8"
         else [None]
     )
@@ -477,7 +487,9 @@ def export_run(
         model_bytes = buffer.getvalue()
         loaded = torch.jit.load(io.BytesIO(model_bytes), map_location="cpu")
         try:
-            parity, test_auc = check_parity(model, loaded, rows, options.quantize, kind)
+            parity, test_auc = check_parity(
+                model, loaded, rows, options.quantize, kind, plan.item_vectors if plan else None
+            )
             break
         except ExportError as exc:
             if attempt + 1 == len(plans):
@@ -487,7 +499,9 @@ def export_run(
         parity["int8_plan"] = asdict(plan)
 
     catalogue = (
-        _catalogue(run, options, loaded, encoder, features["item"]) if kind == "two_tower" else None
+        _catalogue(run, options, loaded, encoder, features["item"], plan)
+        if kind == "two_tower"
+        else None
     )
 
     export_metrics: dict[str, Any] = {
@@ -555,8 +569,9 @@ def _catalogue(
     exported: Any,
     encoder: FeatureEncoder,
     item_names: list[str],
+    plan: Int8Plan | None,
 ) -> dict[str, np.ndarray]:
-    """The two-tower item files: ``{file name: array}`` (8-bit vectors for int8)."""
+    """The two-tower item files: ``{file name: array}`` (stored as ``plan`` says)."""
     items_file = options.items
     if items_file is None:
         if run.data_dir is None:
@@ -565,8 +580,10 @@ def _catalogue(
             )
         items_file = run.data_dir / "items.parquet"
     ids, vectors = item_table(exported, encoder, item_names, Path(items_file), _item_id_column(run))
-    if options.quantize != "int8":
+    if plan is None:
         return {ITEM_IDS_FILE: ids, ITEM_VECTORS_FILE: vectors}
+    if plan.item_vectors == "fp16":
+        return {ITEM_IDS_FILE: ids, ITEM_VECTORS_FILE: vectors.astype(np.float16)}
     codes, scale = quantize_rows(torch.from_numpy(vectors))
     return {
         ITEM_IDS_FILE: ids,
@@ -582,24 +599,33 @@ class Int8Plan:
     Attributes:
         min_rows: embedding tables with at least this many rows are int8.
         linears: Linear weights are int8 too.
+        item_vectors: two-tower item vectors stored as ``int8`` or ``fp16``.
     """
 
     min_rows: int
     linears: bool
+    item_vectors: str = "int8"
 
     def __str__(self) -> str:
         linears = "int8" if self.linears else "fp32"
-        return f"(tables >= {self.min_rows} rows, {linears} Linear weights)"
+        return (
+            f"(tables >= {self.min_rows} rows, {linears} Linear weights, "
+            f"{self.item_vectors} item vectors)"
+        )
 
 
-def int8_plans(min_rows: int = 0, linears: bool = True) -> list[Int8Plan]:
+def int8_plans(min_rows: int = 0, linears: bool = True, two_tower: bool = False) -> list[Int8Plan]:
     """int8 plans from the smallest artifact to the most exact, tried in order until
     one passes parity: Linear weights are the most error per byte saved (a
-    rounding error there reaches every row), small tables the least bytes."""
+    rounding error there reaches every row), small tables the least bytes. A
+    two-tower net's last resort keeps its item vectors in fp16: their rounding
+    reaches every served logit and no model-side plan can undo it."""
     plans = [Int8Plan(min_rows, True)] if linears else []
     plans.append(Int8Plan(min_rows, False))
     if min_rows < SMALL_TABLE_ROWS:
         plans.append(Int8Plan(SMALL_TABLE_ROWS, False))
+    if two_tower:
+        plans.append(replace(plans[-1], item_vectors="fp16"))
     return plans
 
 

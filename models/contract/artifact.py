@@ -16,7 +16,8 @@ service needs to turn raw request values into its inputs::
                        vector = codes · scale (the loader dequantises:
                        ``Artifact.item_vectors`` is always float32; artifacts
                        written before this used uint8 codes and [N, 2]
-                       (scale, offset), still accepted)
+                       (scale, offset), still accepted; an int8 artifact
+                       whose parity needed it stores float16 vectors)
 
 :func:`load_artifact` verifies every checksum and the feature-spec hash (from
 ``encoder.json``'s specs alone) *before* it decodes ``vocabs.npz`` or hands
@@ -555,10 +556,13 @@ def _load_item_table(
                 f"[{len(vectors)}, {width}] for {vectors.dtype} codes, "
                 f"got {qparams.dtype} {list(qparams.shape)}"
             )
-    elif vectors.dtype != np.float32:
+    elif not (
+        vectors.dtype == np.float32
+        or (vectors.dtype == np.float16 and manifest.quantization == "int8")
+    ):
         raise ArtifactError(
-            f"artifact {directory}: {ITEM_VECTORS_FILE} must be float32 (or 8-bit codes in an "
-            f"int8 artifact), got {vectors.dtype}"
+            f"artifact {directory}: {ITEM_VECTORS_FILE} must be float32 (or 8-bit codes or "
+            f"float16 in an int8 artifact), got {vectors.dtype}"
         )
     if vectors.ndim != 2 or len(vectors) != len(ids):
         raise ArtifactError(
@@ -567,7 +571,7 @@ def _load_item_table(
         )
     if quantized:
         vectors = dequantize_rows(vectors, qparams)
-    return ids, np.ascontiguousarray(vectors)
+    return ids, np.ascontiguousarray(vectors, dtype=np.float32)
 
 
 def _first_call(directory: Path, module: torch.jit.ScriptModule, encoder: FeatureEncoder) -> None:
