@@ -88,8 +88,12 @@ class ServeBenchConfig:
 
     @property
     def threads(self) -> int:
-        """Torch intra-op threads per server worker (the service's default: cores // workers)."""
-        return self.torch_threads or max(1, (os.cpu_count() or 1) // self.workers)
+        """Torch intra-op threads per server worker, bare model and naive server alike.
+
+        Default 1, the service's own default (``Settings.effective_torch_threads``): at
+        these tensor sizes OpenMP barriers on shared cores cost more than they save.
+        """
+        return self.torch_threads or 1
 
     @property
     def roles(self) -> list[str]:
@@ -196,7 +200,7 @@ class ServerBench:
         rate = rate or cfg.rate
         env = {
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            "ROCKETRANK_TORCH_THREADS": str(cfg.torch_threads),
+            "ROCKETRANK_TORCH_THREADS": str(cfg.threads),
         }
         payloads = [build_request("127.0.0.1", port, "/v1/rank", b) for b in self.workload.bodies]
         with ServerProcess(cmd, port, env=env, cwd=ROOT) as server:

@@ -64,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--torch-threads",
         type=int,
         default=0,
-        help="torch threads per server worker and for the bare model "
-        "(ROCKETRANK_TORCH_THREADS; default 0 = the service's default, cores // workers)",
+        help="torch threads per server worker, for the naive server and the bare model "
+        "(ROCKETRANK_TORCH_THREADS; default 0 = 1, the service's default)",
     )
     parser.add_argument("--requests", type=int, default=32, help="distinct request bodies (32)")
     parser.add_argument("--seed", type=int, default=0)
