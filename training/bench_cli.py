@@ -411,7 +411,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-steps", type=int, default=5, help="untimed steps first (5)")
     parser.add_argument("--runs", type=int, default=3, help="repetitions; medians reported (3)")
     parser.add_argument("--max-rows", type=int, help="use at most N rows of each split")
-    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1, like rocketrank train: on shared cores a second "
+        "thread's OpenMP barriers cost more than it computes)",
+    )
     parser.add_argument("--matmul-repeats", type=int, default=30)
 
 
@@ -419,7 +425,7 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.runs < 1 or args.warmup_steps < 0:
         print("rocketrank bench train: need --steps >= 1, --runs >= 1", file=sys.stderr)
         return 2
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    torch.set_num_threads(args.threads if args.threads > 0 else os.cpu_count() or 1)
     started = time.time()
     machine = machine_info()
     try:
