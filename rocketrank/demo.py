@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default="demo", help="working directory (recreated)")
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=None, help="override the configs' epochs")
     args = parser.parse_args(argv)
 
     work = Path(args.dir)
@@ -151,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
 
     for stage, config in (("coarse", "configs/coarse_ctr.yaml"), ("fine", "configs/fine_ctr.yaml")):
         _step(f"{stage} stage: ablation of every distillation variant ({config})")
+        epochs = [] if args.epochs is None else ["--epochs", str(args.epochs)]
         _run(
             "ablate", "--config", config, "--data", str(data),
-            "--out", str(runs / f"{stage}_ablation"), "--epochs", str(args.epochs),
+            "--out", str(runs / f"{stage}_ablation"), *epochs,
         )  # fmt: skip
         _step(f"{stage} stage: export the light net of the configured variant")
         _run(
