@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,13 @@ def _f(v: Any, digits: int = 2) -> str:
     if isinstance(v, float):
         return f"{v:,.{digits}f}"
     return str(v)
+
+
+def median_steps(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Per step, the median over runs of each run's p50 (steps every run reported)."""
+    per_run = [r.get("server_steps_p50_ms") or {} for r in runs]
+    common = [k for k in per_run[0] if all(k in p and p[k] is not None for p in per_run)]
+    return {k: statistics.median(p[k] for p in per_run) for k in common}
 
 
 def serve_table(docs: list[dict[str, Any]]) -> str:
@@ -53,11 +61,11 @@ def serve_table(docs: list[dict[str, Any]]) -> str:
         )
     notes = [f"- {d['stage']}: speed-up basis: {d['speedup_basis']}" for d in docs]
     for d in docs:
-        steps = d["service"]["runs"][0].get("server_steps_p50_ms") or {}
+        steps = median_steps(d["service"]["runs"])
         if steps:
             notes.append(
-                f"- {d['stage']}: service `timing_ms` steps, p50 of the first run (ms): "
-                + ", ".join(f"{k} {v:.3f}" for k, v in steps.items() if v is not None)
+                f"- {d['stage']}: service `timing_ms` steps, median over runs of each run's p50 "
+                "(ms): " + ", ".join(f"{k} {v:.3f}" for k, v in steps.items())
             )
     gen = [
         f"- {d['stage']}: load-generator check (null server, same bodies) at "
@@ -120,7 +128,9 @@ def machine_line(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     return (
         f"{m['date_utc']}: {m['cpu_model']}, {m['cores']} cores, torch {m['torch']}, "
-        f"Python {m['python']}, load average at start {m.get('load_average_at_start')}"
+        f"Python {m['python']}, load average at start "
+        f"{[round(x, 1) for x in m.get('load_average_at_start') or []]}, "
+        f"commit {(m.get('git_commit') or '?')[:12]}"
     )
 
 

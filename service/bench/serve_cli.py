@@ -26,6 +26,7 @@ from models.contract.repository import RepositoryError
 from service.bench.findmax import SLO_P99_MS
 from service.bench.loadgen import LoadGenError
 from service.bench.processes import ServerStartError
+from service.bench.report import median_steps
 from service.bench.serve_bench import BenchError, ServeBenchConfig, run_serve_bench
 from service.bench.workload import WorkloadError
 
@@ -153,11 +154,11 @@ def format_table(doc: dict[str, Any]) -> str:
             f" {_cell(m.get('server_cpu_ms_per_request')):>8}"
         )
     lines.append(f"{'bare':8} {'':>8} {'':>6} {_cell(doc['bare']['p50_ms'], 3):>8}")
-    steps = doc["service"]["runs"][0].get("server_steps_p50_ms") or {}
+    steps = median_steps(doc["service"]["runs"])
     if steps:
         lines.append(
-            "service steps p50 (first run, ms): "
-            + ", ".join(f"{k} {v:.3f}" for k, v in steps.items() if v is not None)
+            "service steps (median over runs of p50, ms): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in steps.items())
         )
     lines.append(
         f"server_time_ratio_vs_bare {_cell(doc['server_time_ratio_vs_bare'])}   "
