@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from service.bench.bare import BareRequest, FeatureTable, load_stage_artifacts
 from service.bench.naive_server import NaiveScorer, ServerTimeHeader, create_naive_app
+from service.bench.report import render
 from service.bench.serve_bench import BenchError, ServeBenchConfig, median_summary, run_serve_bench
 from service.bench.serve_cli import format_table
 from service.bench.workload import WorkloadError, build_workload
@@ -218,4 +219,6 @@ def test_bench_serve_end_to_end_writes_every_key(tiny, tmp_path):
         assert key in doc["machine"]
     table = format_table(doc)
     assert "service" in table and "naive" in table and "server_time_ratio_vs_bare" in table
-    orjson.dumps(doc)  # serialisable as written
+    out.write_bytes(orjson.dumps(doc))  # serialisable as written
+    md = render([out])
+    assert "| cascade | 1 | 200 | 20 |" in md and "speed-up basis" in md

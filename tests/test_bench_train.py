@@ -13,6 +13,7 @@ import json
 import pytest
 import torch
 
+from service.bench.report import render
 from training.bench_cli import (
     add_arguments,
     forward_flops,
@@ -151,6 +152,8 @@ def test_cli_writes_json_with_every_figure(fine, capsys):
     ):
         assert key in doc
     assert "joint (rocket)" in capsys.readouterr().out
+    md = render([out])
+    assert "| joint (rocket) |" in md and "MFU of the joint step" in md
 
 
 def test_cli_rejects_bad_options(tmp_path, capsys):
