@@ -147,6 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(rank.router)
+    # First match wins: the bare ASGI rank endpoint serves, the FastAPI route documents.
+    app.router.routes.insert(0, rank.fast_route)
     app.include_router(health.router)
     app.include_router(admin.router)
 
