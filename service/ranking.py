@@ -40,6 +40,31 @@ from service.metrics import ServiceMetrics
 STAGES = ("coarse", "fine", "cascade")
 _ENCODE_CHUNK = 8192
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Distinct values cached per user/context feature; beyond it values are encoded per request.
+_SIDE_CACHE_LIMIT = 50_000
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _cache_key(value: Any) -> Any:
+    """A key that tells apart values the encoder may treat differently, or None.
+
+    The type is part of the key because ``1``, ``1.0`` and ``True`` are equal as dict
+    keys but need not encode alike; NaN is never equal to itself, so it is not cached.
+    """
+    kind = type(value)
+    key: Any = None
+    if kind in _SCALARS or isinstance(value, np.generic):
+        key = (kind, value) if value == value else None
+    elif (kind is list or kind is tuple) and all(
+        (type(v) in _SCALARS or isinstance(v, np.generic)) and v == v for v in value
+    ):
+        key = (kind, tuple((type(v), v) for v in value))
+    if key is not None:
+        try:
+            hash(key)
+        except TypeError:  # an exotic numpy scalar
+            return None
+    return key
 
 
 class FeatureValueError(ValueError):
@@ -148,6 +173,8 @@ class StageModel:
         # Equal keys = identical user/context encoding (specs and fitted vocabularies/stats).
         self.side_key = hashlib.sha256(side_state.encode()).hexdigest()
         self.loaded_at = time.time()
+        # feature name -> cache key of a raw value -> its encoding (see _encode_one)
+        self._side_cache: dict[str, dict[Any, torch.Tensor]] = {}
         with torch.inference_mode():
             if self.kind == "two_tower":
                 self._build_vectors()
@@ -216,18 +243,40 @@ class StageModel:
     def encode_side(
         self, user_id: int, user_raw: Mapping[str, Any], context: Mapping[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """Encode the user and context features of one request: tensors with batch size 1."""
-        columns: dict[str, list[Any]] = {}
+        """Encode the user and context features of one request: tensors with batch size 1.
+
+        Each feature is encoded on its own (one row, so the same as encoding the row as a
+        whole) and hashable values are cached per feature: the encoder's per-call numpy
+        work costs far more than the lookup, and users and contexts repeat.
+        """
+        out: dict[str, torch.Tensor] = {}
+        specs = self.encoder.specs
         for name in self.user_names:
             value = user_id if name == self.user_id_column else user_raw.get(name)
-            check_value(self.encoder.specs[name], value, ("user_features", name))
-            columns[name] = [value]
+            check_value(specs[name], value, ("user_features", name))
+            out[name] = self._encode_one(name, value)
         for name in self.context_names:
             value = context.get(name)
-            check_value(self.encoder.specs[name], value, ("context", name))
-            columns[name] = [value]
-        arrays = self.encoder.transform(columns, names=self.side_names)
-        return {k: torch.from_numpy(v) for k, v in arrays.items()}
+            check_value(specs[name], value, ("context", name))
+            out[name] = self._encode_one(name, value)
+        return out
+
+    def _encode_one(self, name: str, value: Any) -> torch.Tensor:
+        """One feature of one row, encoded (batch size 1); cached for hashable values.
+
+        The cached tensors are shared between requests and must not be written to (the
+        scoring code only reads and ``expand``s them).
+        """
+        key = _cache_key(value)
+        cache = self._side_cache.setdefault(name, {})
+        if key is not None:
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
+        encoded = torch.from_numpy(np.ascontiguousarray(self.encoder.encode_column(name, [value])))
+        if key is not None and len(cache) < _SIDE_CACHE_LIMIT:
+            cache[key] = encoded
+        return encoded
 
     def lookup(self, candidate_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of the candidates in this model's item index and whether each is known."""
