@@ -190,3 +190,17 @@ def test_shipped_light_nets_cost_at_most_a_tenth_of_the_booster(name) -> None:
     assert ratio <= 0.1, (name, report)
     # even the full light forward (two-tower: both towers per row) stays under the budget
     assert report["light_flops_per_candidate"] / report["booster_flops_per_candidate"] <= 0.1
+
+
+def test_warmup_epochs_scale_with_the_epoch_and_exclude_warmup_steps() -> None:
+    cfg = RunConfig.from_dict(
+        _cfg(distill={"variant": "pfd", "schedule": "step", "warmup_epochs": 0.25})
+    )
+    # a quarter of an epoch: 100 steps of 400, 20 steps of 78 (λ = 0 before, 0.5 after)
+    big, small = cfg.distill.settings(800, 400), cfg.distill.settings(156, 78)
+    assert (big.schedule(99), big.schedule(100)) == (0.0, 0.5)
+    assert (small.schedule(19), small.schedule(20)) == (0.0, 0.5)
+    with pytest.raises(ConfigError, match="steps per epoch"):
+        cfg.distill.settings(800)
+    with pytest.raises(ConfigError, match="not both"):
+        RunConfig.from_dict(_cfg(distill={"warmup_steps": 10, "warmup_epochs": 0.5}))

@@ -179,7 +179,7 @@ def time_variant(
     dense = [p for _, p in model.dense_parameters() if p.requires_grad]
     variant = Variant(cfg.distill.variant)
     total = warmup_steps + steps
-    settings = cfg.distill.settings(total)
+    settings = cfg.distill.settings(total, data.train.num_batches(cfg.data.batch_size))
     label = data.label
     batches = _batches(data, cfg.data.batch_size, cfg.seed)
     samples = 0
@@ -229,7 +229,7 @@ def measured_step_flops(cfg: RunConfig, data: PreparedData, rows: int = 256) -> 
     model, _ = build_model(cfg, data)
     model.train()
     batch = next(data.train.iter_batches(min(rows, len(data.train)), shuffle=False))
-    settings = cfg.distill.settings(1)
+    settings = cfg.distill.settings(1, data.train.num_batches(cfg.data.batch_size))
     counter = FlopCounterMode(display=False)
     with counter:
         out = forward_for_loss(model, batch.features, Variant(cfg.distill.variant), None)

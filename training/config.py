@@ -155,6 +155,9 @@ class DistillConfig:
         schedule: constant, step (0 for ``warmup_steps`` then λ), linear
             (ramp over ``warmup_steps``), anneal (λ → 0 linearly over training).
         warmup_steps: k for step / linear.
+        warmup_epochs: the same k as a fraction of an epoch (e.g. 0.25), resolved
+            to steps from the training split's size, so the warm-up scales with the
+            log; exclusive with ``warmup_steps``.
         temperature: T for the kl and listwise hints.
         gradient_block: stop-gradient on the booster side of the hint. A YAML
             bool; default true (false for rocket_no_gradient_block).
@@ -165,11 +168,15 @@ class DistillConfig:
     lam: float | None = field(default=None, metadata={"key": "lambda"})
     schedule: Schedule = Schedule.CONSTANT
     warmup_steps: int = 0
+    warmup_epochs: float = 0.0
     temperature: float = 1.0
     gradient_block: bool | None = None
 
     def __post_init__(self) -> None:
         _non_negative("distill.warmup_steps", self.warmup_steps)
+        _non_negative("distill.warmup_epochs", self.warmup_epochs)
+        if self.warmup_steps and self.warmup_epochs:
+            raise ConfigError("distill: give warmup_steps or warmup_epochs, not both")
         _positive("distill.temperature", self.temperature)
         if self.lam is not None:
             _non_negative("distill.lambda", self.lam)
@@ -185,7 +192,7 @@ class DistillConfig:
             raise ConfigError(
                 "distill.gradient_block: true contradicts variant rocket_no_gradient_block"
             )
-        if self.schedule is Schedule.LINEAR and self.warmup_steps == 0:
+        if self.schedule is Schedule.LINEAR and not (self.warmup_steps or self.warmup_epochs):
             raise ConfigError("distill.warmup_steps: schedule 'linear' needs the ramp length > 0")
 
     @property
@@ -206,12 +213,21 @@ class DistillConfig:
             return default_gradient_block(self.variant)
         return self.gradient_block
 
-    def settings(self, total_steps: int = 0) -> DistillSettings:
+    def warmup_steps_for(self, steps_per_epoch: int) -> int:
+        """The warm-up in optimiser steps for an epoch of ``steps_per_epoch`` steps."""
+        if self.warmup_epochs:
+            return max(1, round(self.warmup_epochs * steps_per_epoch))
+        return self.warmup_steps
+
+    def settings(self, total_steps: int = 0, steps_per_epoch: int = 0) -> DistillSettings:
         """The :class:`DistillSettings` for :func:`training.distill.compute_loss`.
 
         Args:
             total_steps: optimiser steps of the whole run (needed by ``anneal``).
+            steps_per_epoch: optimiser steps per epoch (needed by ``warmup_epochs``).
         """
+        if self.warmup_epochs and steps_per_epoch <= 0:
+            raise ConfigError("distill.warmup_epochs: needs the run's steps per epoch")
         if self.schedule is Schedule.ANNEAL and total_steps <= 0:
             raise ConfigError("distill.schedule: 'anneal' needs the run's total step count")
         return DistillSettings(
@@ -220,7 +236,7 @@ class DistillConfig:
             schedule=LambdaSchedule(
                 kind=self.schedule,
                 value=self.resolved_lambda,
-                warmup_steps=self.warmup_steps,
+                warmup_steps=self.warmup_steps_for(steps_per_epoch),
                 total_steps=total_steps,
             ),
             temperature=self.temperature,

@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(cfg.seed)
         model, _ = build_model(cfg, data)
         model.train()
-        settings = cfg.distill.settings(args.steps + WARMUP_STEPS)
+        settings = cfg.distill.settings(
+            args.steps + WARMUP_STEPS, data.train.num_batches(cfg.data.batch_size)
+        )
         variant = Variant(cfg.distill.variant)
         batches = dist.shard_batches(
             data.train.iter_batches(cfg.data.batch_size, shuffle=True, seed=cfg.seed, epoch=0)

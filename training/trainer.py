@@ -475,7 +475,7 @@ def _train(
     batch_size = cfg.data.batch_size
     steps_per_epoch = data.train.num_batches(batch_size)
     total_steps = epochs * steps_per_epoch
-    settings = cfg.distill.settings(total_steps)
+    settings = cfg.distill.settings(total_steps, steps_per_epoch)
     metric = options.early_stopping_metric
     # booster_alone distils nothing: early-stop on the booster it trains
     watched = "booster" if variant is Variant.BOOSTER_ALONE else "light"
