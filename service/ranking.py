@@ -42,6 +42,8 @@ _ENCODE_CHUNK = 8192
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Distinct values cached per user/context feature; beyond it values are encoded per request.
 _SIDE_CACHE_LIMIT = 50_000
+# Coarse: score the whole item table when it is at most this many times the candidates.
+_FULL_MV_RATIO = 4
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
@@ -334,7 +336,14 @@ class StageModel:
         special, special_inputs = self._special_rows(candidate_ids, found, inline)
         if self.kind == "two_tower":
             user_vec = self.module.user_vector(dict(side))[0]
-            logits = torch.mv(torch.index_select(self.item_vectors, 0, pos), user_vec)
+            if len(self.item_vectors) <= _FULL_MV_RATIO * len(candidate_ids):
+                # Scoring every item reads the table once in order; gathering the candidate
+                # rows first costs more than the extra dot products until the table is
+                # several times larger than the request.
+                scores = torch.mv(self.item_vectors, user_vec)
+                logits = torch.index_select(scores, 0, pos)
+            else:
+                logits = torch.mv(torch.index_select(self.item_vectors, 0, pos), user_vec)
             if special_inputs is not None:
                 vecs = self.module.item_vector(special_inputs)
                 logits[torch.from_numpy(special)] = torch.mv(vecs.float(), user_vec)

@@ -23,16 +23,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+try:  # pandas' own hash table; pd.Index.get_indexer (same table, slower) when it moves
+    from pandas._libs.hashtable import Int64HashTable as _Int64HashTable
+except ImportError:  # pragma: no cover - depends on the pandas version
+    _Int64HashTable = None
+
 
 class FeatureStoreError(RuntimeError):
     """The store cannot be opened (missing files, bad layout); names the problem."""
 
 
 class IdIndex:
-    """Hash index over unique int64 ids: id -> row in ~0.1 ms for 10,000 ids.
+    """Hash index over unique int64 ids: id -> row in ~0.06 ms for 10,000 ids.
 
     ``np.searchsorted`` over unsorted query ids costs several times more (cache
-    misses of the binary search); ``pandas.Index.get_indexer`` is one hash probe per id.
+    misses of the binary search). The lookup probes pandas' int64 hash table
+    directly: ``pandas.Index.get_indexer`` probes the same table but first wraps
+    the query in an ``Index``, which costs more than the probes.
 
     Args:
         ids: int64 ``[N]`` unique ids.
@@ -43,7 +50,12 @@ class IdIndex:
         self._index = pd.Index(self.ids)
         if not self._index.is_unique:
             raise ValueError("ids must be unique")
-        self._index.get_indexer(self.ids[:1])  # builds the hash table now, not on a request
+        self._table: Any = None
+        if _Int64HashTable is not None:
+            self._table = _Int64HashTable(max(len(self.ids), 1))
+            self._table.map_locations(self.ids)
+        else:
+            self._index.get_indexer(self.ids[:1])  # builds the hash table now, not on a request
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -57,7 +69,11 @@ class IdIndex:
         Returns:
             ``(rows int64 [K], found bool [K])``; rows of missing ids are -1.
         """
-        rows = self._index.get_indexer(ids).astype(np.int64, copy=False)
+        if self._table is not None:
+            rows = self._table.lookup(np.ascontiguousarray(ids, dtype=np.int64))
+        else:
+            rows = self._index.get_indexer(ids)
+        rows = rows.astype(np.int64, copy=False)
         return rows, rows >= 0
 
 
