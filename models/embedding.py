@@ -166,6 +166,11 @@ class EmbeddingCollection(nn.Module):
         dims: per-feature embedding dim overrides (default ``spec.dim``).
         separate: features with a separate table per net.
         sparse: sparse gradients for the tables (use SparseAdam/SGD for them).
+        sparse_min_rows: with ``sparse``, only tables of at least this many rows
+            get sparse gradients; smaller ones stay dense. A batch touches most
+            rows of a small table anyway, so coalescing its sparse gradient and
+            the sparse optimiser's row gathers cost more than a dense update of
+            the whole (tiny) table. 0 = every table sparse.
     """
 
     def __init__(
@@ -175,8 +180,11 @@ class EmbeddingCollection(nn.Module):
         dims: Mapping[str, int] | None = None,
         separate: Iterable[str] = (),
         sparse: bool = False,
+        sparse_min_rows: int = 0,
     ) -> None:
         super().__init__()
+        if sparse_min_rows < 0:
+            raise ValueError(f"sparse_min_rows must be >= 0, got {sparse_min_rows}")
         self.specs: dict[str, FeatureSpec] = {s.name: s for s in specs}
         dims = dict(dims or {})
         separate = list(separate)
@@ -198,9 +206,10 @@ class EmbeddingCollection(nn.Module):
             dim = int(dims.get(name, spec.dim))
             if dim <= 0:
                 raise ValueError(f"feature {name!r}: embedding dim must be > 0, got {dim}")
-            self.tables[name] = _table(rows, dim, sparse)
+            table_sparse = sparse and rows >= sparse_min_rows
+            self.tables[name] = _table(rows, dim, table_sparse)
             if name in self.separate:
-                self.booster_tables[name] = _table(rows, dim, sparse)
+                self.booster_tables[name] = _table(rows, dim, table_sparse)
 
     def table_for(self, name: str, net: str) -> nn.Embedding:
         """The table ``net`` ("booster" or "light") reads for feature ``name``."""

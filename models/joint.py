@@ -67,6 +67,9 @@ class JointModelArgs:
         embedding_dims: per-feature embedding dim overrides.
         separate_tables: "Share*" — features with one table per net.
         sparse: sparse embedding gradients.
+        sparse_min_rows: with ``sparse``, tables under this many rows keep dense
+            gradients (see :class:`EmbeddingCollection`); 0 = every table sparse,
+            the default, so arguments saved before the option load unchanged.
         hint_projection: build the FitNets projection light hidden → booster hidden.
         detach_shared_for_light: cut light/hint gradients into the shared tables.
             A different method from Rocket Launching (the shared embeddings are
@@ -92,6 +95,7 @@ class JointModelArgs:
     embedding_dims: dict[str, int] = field(default_factory=dict)
     separate_tables: list[str] = field(default_factory=list)
     sparse: bool = False
+    sparse_min_rows: int = 0
     hint_projection: bool = False
     detach_shared_for_light: bool = False
 
@@ -165,6 +169,7 @@ class JointModel(nn.Module):
             dims=args.embedding_dims,
             separate=args.separate_tables,
             sparse=args.sparse,
+            sparse_min_rows=args.sparse_min_rows,
         )
 
         # SparseArch views: booster reads served + privileged, light reads served.
@@ -330,6 +335,15 @@ class JointModel(nn.Module):
         """Embedding tables (sparse gradients when ``args.sparse``; the "sparse" lr group)."""
         table_ids = {id(p) for p in self.embeddings.parameters()}
         return [(n, p) for n, p in self.named_parameters() if id(p) in table_ids]
+
+    def sparse_gradient_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Embedding tables whose gradients are sparse (a subset of ``embedding_parameters``)."""
+        sparse_ids = {
+            id(m.weight)
+            for m in self.embeddings.modules()
+            if isinstance(m, nn.Embedding) and m.sparse
+        }
+        return [(n, p) for n, p in self.embedding_parameters() if id(p) in sparse_ids]
 
     def dense_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """Every parameter that is not an embedding table (the "dense" lr group)."""

@@ -95,6 +95,10 @@ class ModelConfig:
             "separate" (PFD's Share*: ``separate_tables`` get one table per net).
         separate_tables: features with a table per net (``sharing: separate`` only).
         sparse: sparse embedding gradients (trainer uses SparseAdam for the tables).
+        sparse_min_rows: with ``sparse``, only tables of at least this many rows
+            get sparse gradients; smaller ones (most rows touched by every batch)
+            are updated densely with the dense parameters' fused AdamW at
+            ``optim.lr_sparse``, no weight decay. 0 = every table sparse.
         detach_shared_for_light: cut light/hint gradients into shared tables. Not
             Rocket Launching (the booster alone then learns the shared embeddings);
             a named ablation only.
@@ -116,6 +120,7 @@ class ModelConfig:
     sharing: Literal["full", "separate"] = "full"
     separate_tables: tuple[str, ...] = ()
     sparse: bool = False
+    sparse_min_rows: int = 4096
     detach_shared_for_light: bool = False
 
     def __post_init__(self) -> None:
@@ -126,6 +131,7 @@ class ModelConfig:
         _positive("model.tower_scale", self.tower_scale)
         _positive("model.cross_layers", self.cross_layers)
         _non_negative("model.cross_rank", self.cross_rank)
+        _non_negative("model.sparse_min_rows", self.sparse_min_rows)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
         for name, dim in self.embedding_dims.items():
@@ -381,6 +387,7 @@ def model_args(cfg: RunConfig, schema: Schema, cardinality: Callable[[str], int]
         embedding_dims=dict(m.embedding_dims),
         separate_tables=list(m.separate_tables),
         sparse=m.sparse,
+        sparse_min_rows=m.sparse_min_rows,
         hint_projection=cfg.distill.resolved_hint is Hint.HIDDEN,
         detach_shared_for_light=m.detach_shared_for_light,
     )

@@ -322,7 +322,9 @@ def _trainable(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], set[in
     if getattr(getattr(model, "args", None), "sparse", False) and hasattr(
         model, "embedding_parameters"
     ):
-        sparse_ids = {id(p) for _, p in model.embedding_parameters()}
+        # tables under ``model.sparse_min_rows`` have dense gradients: they go in the dense bucket
+        tables = getattr(model, "sparse_gradient_parameters", model.embedding_parameters)
+        sparse_ids = {id(p) for _, p in tables()}
     return params, sparse_ids
 
 

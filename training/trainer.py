@@ -12,7 +12,8 @@ What a run does, in order:
    config and the fitted encoder (``training.config.model_args``);
 2. two optimisers: the embedding tables with ``SparseAdam`` when the model has
    sparse gradients (``model.sparse: true`` — only the rows a batch touches are
-   read and written), else ``Adam``; every other parameter with ``AdamW``;
+   read and written; tables under ``model.sparse_min_rows`` rows stay dense and
+   join the dense group), else ``Adam``; every other parameter with fused ``AdamW``;
 3. for each epoch, for each batch of the training split (chunked shuffle of the
    data layer, a function of ``seed`` and ``epoch``): ``forward_joint`` →
    ``compute_loss`` → stop on a NaN/inf term → backward → clip → step; log to
@@ -262,22 +263,33 @@ def build_optimizers(model: JointModel, cfg: RunConfig) -> dict[str, torch.optim
 
     With sparse gradients the tables use ``SparseAdam`` (moments updated only
     for the rows in the batch, no full-table pass per step); otherwise ``Adam``.
+    Tables kept dense under ``model.sparse_min_rows`` join the dense optimiser
+    as their own group (``lr_sparse``, no weight decay — AdamW without decay is
+    Adam), so one fused kernel updates them with the nets' weights instead of a
+    coalesce and row gathers per tiny table per step.
     Weight decay applies to dense parameters only: decaying every table row
     each step is exactly the full-table update sparse training avoids.
     """
     tables = [p for _, p in model.embedding_parameters() if p.requires_grad]
+    sparse_ids = {id(p) for _, p in model.sparse_gradient_parameters()}
+    sparse_tables = [p for p in tables if id(p) in sparse_ids]
+    dense_tables = [p for p in tables if id(p) not in sparse_ids]
     dense = [p for _, p in model.dense_parameters() if p.requires_grad]
     opt = cfg.optim
     optimizers: dict[str, torch.optim.Optimizer] = {}
-    if tables:
-        if model.args.sparse:
-            optimizers["sparse"] = torch.optim.SparseAdam(tables, lr=opt.lr_sparse)
-        else:
-            optimizers["sparse"] = torch.optim.Adam(tables, lr=opt.lr_sparse)
+    if not model.args.sparse:
+        if tables:
+            optimizers["sparse"] = torch.optim.Adam(tables, lr=opt.lr_sparse, foreach=True)
+        dense_tables = []
+    elif sparse_tables:
+        optimizers["sparse"] = torch.optim.SparseAdam(sparse_tables, lr=opt.lr_sparse)
+    groups: list[dict[str, Any]] = []
     if dense:
-        optimizers["dense"] = torch.optim.AdamW(
-            dense, lr=opt.lr_dense, weight_decay=opt.weight_decay
-        )
+        groups.append({"params": dense, "lr": opt.lr_dense, "weight_decay": opt.weight_decay})
+    if dense_tables:
+        groups.append({"params": dense_tables, "lr": opt.lr_sparse, "weight_decay": 0.0})
+    if groups:
+        optimizers["dense"] = torch.optim.AdamW(groups, lr=opt.lr_dense, fused=True)
     return optimizers
 
 
