@@ -481,7 +481,11 @@ class Ranker:
     def __init__(self, store: FeatureStore, metrics: ServiceMetrics) -> None:
         self.store = store
         self.metrics = metrics
-        metrics.store_errors.labels(store.kind)  # the series exists (at 0) before any error
+        # Children resolved once: a labels() lookup per request costs more than the update.
+        self._store_errors = metrics.store_errors.labels(store.kind)  # exists at 0 from start
+        self._store_duration = metrics.store_duration.labels(store.kind)
+        self._unknown_items = metrics.unknown_ids.labels("item")
+        self._unknown_users = metrics.unknown_ids.labels("user")
 
     def _fetch_user(self, query: RankQuery, models: Sequence[StageModel]) -> UserLookup:
         overrides = query.user_features or {}
@@ -489,9 +493,9 @@ class Ranker:
         if needed <= set(overrides):
             return UserLookup(found=True)  # fully overridden: no store call
         lookup = self.store.get_user(query.user_id)
-        self.metrics.store_duration.labels(self.store.kind).observe(lookup.seconds)
+        self._store_duration.observe(lookup.seconds)
         if lookup.degraded:
-            self.metrics.store_errors.labels(self.store.kind).inc()
+            self._store_errors.inc()
         return lookup
 
     def rank(self, query: RankQuery, models: Mapping[str, StageModel]) -> RankResult:
@@ -543,9 +547,9 @@ class Ranker:
         timer.add("postprocess", t)
 
         if unknown_ids:
-            self.metrics.unknown_ids.labels("item").inc(len(unknown_ids))
+            self._unknown_items.inc(len(unknown_ids))
         if unknown_user:
-            self.metrics.unknown_ids.labels("user").inc()
+            self._unknown_users.inc()
         if degraded:
             self.metrics.degraded.inc()
         return RankResult(
