@@ -1,5 +1,7 @@
 """``POST /v1/rank``: read the body (size-limited), then parse, fetch features,
-score and serialise in the service's thread pool, never on the event loop.
+score and serialise in the service's thread pool, so large requests never block
+the event loop (small bodies against the embedded store, whose work is shorter
+than the thread hand-off, run inline).
 
 Requests are served by :class:`RankEndpoint`, a bare ASGI app mounted ahead of
 the documented FastAPI route: FastAPI's routing, dependency injection and
