@@ -45,6 +45,9 @@ def tiny_config(
             "cross_layers": 1,
             "cross_rank": 8,
             "sparse": True,
+            # the tables here are tiny: keep every one sparse so the trainer tests
+            # exercise SparseAdam (and its exact resume), not only the dense group
+            "sparse_min_rows": 0,
         },
         "distill": {"variant": variant},
         "optim": {"lr_dense": 0.003, "lr_sparse": 0.02, "epochs": epochs},
