@@ -258,10 +258,24 @@ class DistContext:
         tdist.broadcast_object_list(box, src=0)
         return box[0]
 
-    def close(self) -> None:
-        """Tear the process group down (idempotent)."""
-        if self.distributed and tdist.is_initialized():
-            tdist.destroy_process_group()
+    def close(self, wait: timedelta = timedelta(seconds=60)) -> None:
+        """Tear the process group down (idempotent).
+
+        Ranks first meet at a barrier: a rank that destroys its gloo group while
+        another is still writing a checkpoint or inside a collective can make the
+        other abort ("terminate called without an active exception"). The gloo
+        barrier has a deadline, so a crashed peer costs ``wait`` and never hangs.
+        """
+        if not (self.distributed and tdist.is_initialized()):
+            return
+        try:
+            if tdist.get_backend() == "gloo":
+                tdist.monitored_barrier(timeout=wait)
+            else:
+                tdist.barrier()
+        except RuntimeError as exc:  # a peer died: tear down anyway
+            log.warning("rank %d: peers did not reach the final barrier: %s", self.rank, exc)
+        tdist.destroy_process_group()
 
 
 SINGLE_PROCESS = DistContext()
