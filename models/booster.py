@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from models.mlp import MLP
+from models.mlp import MLP, MLPHead
 
 
-class MLPBooster(nn.Module):
+class MLPBooster(MLPHead):
     """Deep MLP booster: DenseArch (MLP) + OverArch (Linear → logit).
 
     Args:
@@ -24,18 +24,6 @@ class MLPBooster(nn.Module):
         dims: hidden layer widths; ``H = dims[-1]``.
         norm, dropout: see :class:`models.mlp.MLP`.
     """
-
-    def __init__(
-        self, in_dim: int, dims: Sequence[int], norm: str = "none", dropout: float = 0.0
-    ) -> None:
-        super().__init__()
-        self.dense_arch = MLP(in_dim, dims, norm=norm, dropout=dropout)
-        self.over_arch = nn.Linear(self.dense_arch.out_dim, 1)
-        self.hidden_dim = self.dense_arch.out_dim
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        hidden = self.dense_arch(x)
-        return self.over_arch(hidden).squeeze(-1), hidden
 
 
 class CrossNet(nn.Module):

@@ -24,13 +24,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.embedding import FeatureView
-from models.mlp import MLP
+from models.mlp import MLP, MLPHead
 
 # A learned scale is capped so the logits cannot run away (cosine · 100 is plenty).
 MAX_SCALE = 100.0
 
 
-class MLPLight(nn.Module):
+class MLPLight(MLPHead):
     """Small MLP light net.
 
     Args:
@@ -40,18 +40,6 @@ class MLPLight(nn.Module):
 
     Shapes: ``forward(x [B, D]) -> (logit [B], hidden [B, H])``.
     """
-
-    def __init__(
-        self, in_dim: int, dims: Sequence[int], norm: str = "none", dropout: float = 0.0
-    ) -> None:
-        super().__init__()
-        self.dense_arch = MLP(in_dim, dims, norm=norm, dropout=dropout)
-        self.over_arch = nn.Linear(self.dense_arch.out_dim, 1)
-        self.hidden_dim = self.dense_arch.out_dim
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        hidden = self.dense_arch(x)
-        return self.over_arch(hidden).squeeze(-1), hidden
 
 
 class TwoTower(nn.Module):

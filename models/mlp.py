@@ -62,3 +62,27 @@ class MLP(nn.Module):
 
 
 __all__ = ["MLP", "NORMS"]
+
+
+class MLPHead(nn.Module):
+    """DenseArch (MLP) + OverArch (Linear → logit): the MLP booster and the MLP light net.
+
+    Args:
+        in_dim: input width D.
+        dims: hidden widths; ``H = dims[-1]``.
+        norm, dropout: see :class:`MLP`.
+
+    Shapes: ``forward(x [B, D]) -> (logit [B], hidden [B, H])``.
+    """
+
+    def __init__(
+        self, in_dim: int, dims: Sequence[int], norm: str = "none", dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.dense_arch = MLP(in_dim, dims, norm=norm, dropout=dropout)
+        self.over_arch = nn.Linear(self.dense_arch.out_dim, 1)
+        self.hidden_dim = self.dense_arch.out_dim
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        hidden = self.dense_arch(x)
+        return self.over_arch(hidden).squeeze(-1), hidden
