@@ -32,7 +32,6 @@ load an artifact without importing model or training code.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 
 from models.contract.features import ContractError, FeatureEncoder, FeatureSpec
+from models.provenance import sha256_bytes, sha256_file
 
 MANIFEST_FILE = "manifest.json"
 ENCODER_FILE = "encoder.json"
@@ -350,18 +350,6 @@ def read_encoder(path: str | Path) -> FeatureEncoder:
 
 
 # --------------------------------------------------------------------------- checksums
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def checksum_files(directory: str | Path) -> dict[str, str]:
