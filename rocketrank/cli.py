@@ -15,23 +15,27 @@ import sys
 
 # (command path, module, one-line help). Nested commands use a space.
 COMMANDS: list[tuple[str, str, str]] = [
-    ("synth", "training.synth_cli", "write a synthetic e-commerce impression log"),
-    ("data check", "training.data.check_cli", "validate a data directory against its schema"),
+    ("synth", "training.commands.synth", "write a synthetic e-commerce impression log"),
+    ("data check", "training.commands.data_check", "validate a data directory against its schema"),
     (
         "data negatives",
-        "training.data.negatives_cli",
+        "training.commands.data_negatives",
         "add sampled negatives to a positives-only log",
     ),
-    ("train", "training.train_cli", "jointly train booster and light net"),
-    ("ablate", "training.ablate_cli", "train every distillation variant and report"),
-    ("export", "training.export_cli", "export the light net into a model repository"),
-    ("models list", "training.models_cli", "list versions in a model repository"),
-    ("models promote", "training.models_cli", "point `current` at a version"),
-    ("models rollback", "training.models_cli", "point `current` at the previous version"),
+    ("train", "training.commands.train", "jointly train booster and light net"),
+    ("ablate", "training.commands.ablate", "train every distillation variant and report"),
+    ("export", "training.commands.export", "export the light net into a model repository"),
+    ("models list", "training.commands.model_versions", "list versions in a model repository"),
+    ("models promote", "training.commands.model_versions", "point `current` at a version"),
+    (
+        "models rollback",
+        "training.commands.model_versions",
+        "point `current` at the previous version",
+    ),
     ("features load", "service.features_cli", "fill Redis with user and item features"),
     ("serve", "service.serve_cli", "start the scoring service"),
     ("bench serve", "service.bench.serve_cli", "benchmark the HTTP service"),
-    ("bench train", "training.bench_cli", "benchmark training throughput and cost"),
+    ("bench train", "bench.train.command", "benchmark training throughput and cost"),
 ]
 
 

@@ -25,9 +25,9 @@ import torch.distributed as tdist
 import torch.multiprocessing as mp
 from torch import nn
 
-from training.dist_launch import free_port
 from training.distill import LossTerms
-from training.distributed import DistContext, shard_bounds
+from training.loop.distributed import DistContext, shard_bounds
+from training.loop.launch import free_port
 
 WORKER_SCRIPT = Path(__file__).with_name("distributed_worker.py")
 ROOT = Path(__file__).resolve().parents[1]

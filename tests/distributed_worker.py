@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 
 from training.config import load_config
-from training.distributed import init_from_env
-from training.trainer import TrainOptions, prepare_data, train
+from training.data.prepare import prepare_data
+from training.loop.distributed import init_from_env
+from training.loop.trainer import TrainOptions, train
 
 
 def main(spec_path: str) -> int:

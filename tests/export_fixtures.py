@@ -18,7 +18,7 @@ import torch
 
 from models.contract.features import FeatureEncoder, FeatureSpec
 from models.joint import JointModel, JointModelArgs
-from training.export import TrainedRun
+from training.export.run_loader import TrainedRun
 
 N_ITEMS = 300
 N_USERS = 200

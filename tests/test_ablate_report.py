@@ -9,7 +9,7 @@ import math
 import pytest
 from trainer_fixtures import tiny_config, write_tiny_data
 
-from training.ablate import (
+from training.ablate.run import (
     VARIANTS,
     add_gap_closed,
     applicable_variants,
@@ -17,8 +17,9 @@ from training.ablate import (
     run_ablation,
     variant_config,
 )
+from training.data.prepare import prepare_data
 from training.distill import Hint, Variant
-from training.trainer import TrainingError, TrainOptions, prepare_data
+from training.loop.trainer import TrainingError, TrainOptions
 
 QUIET = TrainOptions(progress=False, threads=1, checkpoint_every=0)
 

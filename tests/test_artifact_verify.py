@@ -22,7 +22,7 @@ from models.contract.artifact import (
     sha256_file,
     verify_artifact,
 )
-from training.export import ExportOptions, export_run
+from training.export.export import ExportOptions, export_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

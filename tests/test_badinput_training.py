@@ -19,7 +19,7 @@ import pytest
 import yaml
 from trainer_fixtures import tiny_config, write_tiny_data
 
-from training import train_cli
+from training.commands import train as train_cli
 
 
 @pytest.fixture(scope="module")

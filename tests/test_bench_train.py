@@ -13,8 +13,7 @@ import json
 import pytest
 import torch
 
-from service.bench.report import render
-from training.bench_cli import (
+from bench.train.command import (
     add_arguments,
     forward_flops,
     joint_variant,
@@ -25,10 +24,13 @@ from training.bench_cli import (
     run_train_bench,
     time_variant,
 )
+from service.bench.report import render
+from training.ablate.variants import with_variant
 from training.config import load_config
+from training.data.prepare import prepare_data
 from training.distill import Variant
-from training.synth import write
-from training.trainer import build_model, prepare_data, seed_everything, with_variant
+from training.loop.build import build_model, seed_everything
+from training.synth.generator import write
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from models.joint import JointModel
 from training.config import ConfigError, RunConfig, load_config, model_args
 from training.data.schema import Schema
 from training.distill import Hint, Variant
-from training.synth import schema_dict
+from training.synth.generator import schema_dict
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SHIPPED = ["coarse_ctr", "fine_ctr", "fine_cvr"]

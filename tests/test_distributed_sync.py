@@ -19,9 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from trainer_fixtures import tiny_config
 
-from training import train_cli
-from training.dist_launch import forwarded_argv, torchrun_command
-from training.distributed import (
+from training.commands import train as train_cli
+from training.loop.distributed import (
     SINGLE_PROCESS,
     DistContext,
     DistributedError,
@@ -29,6 +28,7 @@ from training.distributed import (
     shard_bounds,
     slice_batch,
 )
+from training.loop.launch import forwarded_argv, torchrun_command
 
 
 @given(rows=st.integers(0, 5000), world=st.integers(1, 9))
@@ -104,7 +104,7 @@ def test_workers_get_the_same_train_options_minus_nproc() -> None:
         "--no-progress", "--nproc", "2", "--threads", "1",
     ]  # fmt: skip
     args = parser.parse_args(argv)
-    args.command_path, args._module = "train", "training.train_cli"
+    args.command_path, args._module = "train", "training.commands.train"
     forwarded = forwarded_argv(args)
     assert "--nproc" not in forwarded
     again = parser.parse_args(forwarded)

@@ -19,9 +19,10 @@ import yaml
 from distributed_fixtures import WORKER_SCRIPT, run_cli, run_torchrun
 from trainer_fixtures import tiny_config, write_tiny_data
 
-from training.checkpoint import load_checkpoint
 from training.config import RunConfig
-from training.trainer import TrainOptions, prepare_data, train
+from training.data.prepare import prepare_data
+from training.loop.checkpoint import load_checkpoint
+from training.loop.trainer import TrainOptions, train
 
 pytestmark = pytest.mark.slow
 

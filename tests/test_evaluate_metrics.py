@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from models.provenance import json_safe
 from training.evaluate import (
     MetricError,
     auc,
@@ -14,7 +15,6 @@ from training.evaluate import (
     evaluate_scores,
     gap_closed,
     gauc,
-    json_safe,
     logloss,
     map_at_k,
     ndcg_at_k,

@@ -7,7 +7,7 @@ import json
 import pytest
 from export_fixtures import make_run, write_run_dir
 
-from training.bench_export import INT8_VARIANTS, SIZES, main
+from bench.train.export_latency import INT8_VARIANTS, SIZES, main
 
 
 @pytest.mark.slow  # builds and times seven variants (~15-35 s on 2 busy cores)

@@ -23,15 +23,10 @@ from export_fixtures import (
 
 from models.contract.artifact import load_artifact
 from rocketrank.cli import main as cli
-from training.export import (
-    ExportError,
-    ExportOptions,
-    ParityRows,
-    check_parity,
-    export_run,
-    int8_plans,
-)
-from training.export_graph import Int8Embedding, fold_batchnorm, prepare_scorer, to_torchscript
+from training.export.export import ExportError, ExportOptions, export_run
+from training.export.graph import Int8Embedding, fold_batchnorm, prepare_scorer, to_torchscript
+from training.export.int8 import int8_plans
+from training.export.parity import ParityRows, check_parity
 
 KINDS = ["mlp", "two_tower"]
 

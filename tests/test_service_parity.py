@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from service.main import create_app
 from service.settings import Settings
-from training.export import ExportOptions, export_run
+from training.export.export import ExportOptions, export_run
 
 USERS = [0, 7, 42]
 HOURS = [3, 20]

@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-import training.synth as synth
+import training.synth.generator as synth
 from models.contract.features import FeatureEncoder, Side
 from rocketrank.cli import main as rocketrank
 from training.data.schema import Schema, load_schema

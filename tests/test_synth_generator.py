@@ -9,7 +9,7 @@ import pytest
 from models.contract.features import FeatureEncoder
 from training.data.schema import Schema
 from training.evaluate import auc
-from training.synth import (
+from training.synth.generator import (
     INTERACTED_FEATURES,
     LOG_START,
     NO_SHOP_CLICK_DAYS,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.checkpoint import (
+from training.loop.checkpoint import (
     CheckpointError,
     Position,
     atomic_torch_save,
@@ -83,7 +83,7 @@ def test_a_killed_writer_leaves_the_previous_checkpoint_intact(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, torch
-        from training import checkpoint
+        from training.loop import checkpoint
 
         def dying_save(obj, fh):
             fh.write(b"partial")

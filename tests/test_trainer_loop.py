@@ -11,15 +11,10 @@ import pytest
 import torch
 from trainer_fixtures import tiny_config, write_tiny_data
 
-from training import train_cli
-from training.trainer import (
-    TrainingDivergedError,
-    TrainingError,
-    TrainOptions,
-    load_trained_model,
-    prepare_data,
-    train,
-)
+from training.commands import train as train_cli
+from training.data.prepare import prepare_data
+from training.loop.build import load_trained_model
+from training.loop.trainer import TrainingDivergedError, TrainingError, TrainOptions, train
 
 QUIET = {"progress": False, "threads": 1}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import RunConfig
-from training.synth import write
+from training.synth.generator import write
 
 TINY_ROWS = 6_000
 

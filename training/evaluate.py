@@ -269,17 +269,6 @@ def gap_closed(distilled: float, light_alone: float, booster: float) -> float:
     return (distilled - light_alone) / gap
 
 
-def json_safe(value):
-    """Replace NaN/inf floats (not valid JSON) by None, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
 __all__ = [
     "METRIC_NAMES",
     "MetricError",
@@ -288,7 +277,6 @@ __all__ = [
     "evaluate_scores",
     "gap_closed",
     "gauc",
-    "json_safe",
     "logloss",
     "map_at_k",
     "ndcg_at_k",

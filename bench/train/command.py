@@ -5,7 +5,7 @@ Example::
     rocketrank bench train --config configs/fine_ctr.yaml --data data/ \\
         --steps 60 --runs 3 --out bench/train_fine.json
 
-What is timed: the trainer's own step -- ``training.trainer.forward_for_loss``
+What is timed: the trainer's own step -- ``training.loop.trainer.forward_for_loss``
 → ``training.distill.compute_loss`` → backward → gradient clipping → optimiser
 steps, with batches from the data layer's shuffled iterator (so input
 batching is included) -- for the same number of optimiser steps (``--steps``,
@@ -40,7 +40,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -54,18 +53,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models.cost import count_flops
 from models.joint import JointModel
+from models.provenance import git_commit
+from training.ablate.variants import with_variant
 from training.config import ConfigError, RunConfig, load_config
+from training.data.prepare import PreparedData, prepare_data
 from training.distill import Variant, compute_loss
-from training.trainer import (
-    PreparedData,
-    TrainingError,
-    build_model,
-    build_optimizers,
-    forward_for_loss,
-    prepare_data,
-    seed_everything,
-    with_variant,
-)
+from training.loop.build import build_model, build_optimizers, seed_everything
+from training.loop.trainer import TrainingError, forward_for_loss
 
 SINGLE_NET = (Variant.BOOSTER_ALONE, Variant.LIGHT_ALONE, Variant.TWO_STAGE_KD)
 GOAL_JOINT_OVER_BOOSTER = 1.2
@@ -86,34 +80,13 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _git_commit() -> str | None:
-    """HEAD of the checkout the benchmark ran from (``+dirty`` with uncommitted changes)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode != 0:
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
 def machine_info() -> dict[str, Any]:
     try:
         load = list(os.getloadavg())
     except OSError:
         load = None
     return {
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(mark_dirty=True),
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "cpu_model": _cpu_model(),
         "cores": os.cpu_count(),

@@ -2,7 +2,7 @@
 
 Run under torchrun (the figures of ``docs/SCALING.md``)::
 
-    torchrun --nproc-per-node 2 -m training.dist_profile \\
+    torchrun --nproc-per-node 2 -m bench.train.distributed_profile \\
         --config configs/fine_ctr.yaml --data data/ --steps 20
 
 Each rank trains its slice of the first ``--steps`` global batches of epoch 0
@@ -22,15 +22,19 @@ from pathlib import Path
 import torch
 
 from training.config import load_config
+from training.data.prepare import prepare_data
 from training.distill import Variant, compute_loss
-from training.distributed import init_from_env
-from training.trainer import build_model, forward_for_loss, prepare_data
+from training.loop.build import build_model
+from training.loop.distributed import init_from_env
+from training.loop.trainer import forward_for_loss
 
 WARMUP_STEPS = 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.dist_profile", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.train.distributed_profile", description=__doc__
+    )
     parser.add_argument("--config", required=True, type=Path)
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--steps", type=int, default=20, help="global batches timed (+2 warm-up)")

@@ -1,6 +1,6 @@
 """Benchmark the exported light net: latency per format and quantisation.
 
-    python -m training.bench_export --run RUN --out bench_export.json
+    python -m bench.train.export_latency --run RUN --out bench_export.json
 
 For a trained run, builds every candidate serialisation of its light net —
 eager PyTorch (the reference), TorchScript scripted, scripted + frozen, frozen +
@@ -37,8 +37,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from training.export import int8_plans, load_run, random_rows
-from training.export_graph import dequantize_rows, prepare_scorer, quantize_rows, to_torchscript
+from training.export.graph import dequantize_rows, prepare_scorer, quantize_rows, to_torchscript
+from training.export.int8 import int8_plans
+from training.export.parity import random_rows
+from training.export.run_loader import load_run
 
 SIZES = (1_000, 10_000)
 TWO_TOWER_METHODS = ["user_vector", "item_vector"]
@@ -119,7 +121,7 @@ def run_bench(run_dir: Path, repeats: int, threads: int) -> dict[str, Any]:
             "format": name,
             "quantization": "int8" if name.startswith("int8") else "none",
             "max_abs_logit_diff_vs_eager": float((out - reference).abs().max()),
-            # the export's int8 tolerance is on probabilities (training/export.py)
+            # the export's int8 tolerance is on probabilities (training/export/export.py)
             "max_abs_probability_diff_vs_eager": float(
                 (torch.sigmoid(out) - torch.sigmoid(reference)).abs().max()
             ),

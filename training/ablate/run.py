@@ -15,7 +15,7 @@ Variants (``DESIGN.md``, "Baselines"), in report order:
 The PFD variants run only when the task (as the light net sees it) has
 privileged features. Hint, λ and schedule come from the config for variants of
 its family (Rocket or PFD) and are the variant's defaults otherwise (see
-``training.trainer.with_variant``).
+``training.loop.trainer.with_variant``).
 
 Outputs in ``DIR``: one run directory per variant (``DIR/<variant>/``, the
 trainer's layout), ``report.json`` (a list of rows), ``report.md`` and
@@ -32,20 +32,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from training.checkpoint import atomic_write_text
+from models.provenance import json_safe
+from training.ablate.variants import with_variant
 from training.config import RunConfig, model_args
+from training.data.prepare import PreparedData
 from training.distill import Variant
-from training.evaluate import gap_closed, json_safe
+from training.evaluate import gap_closed
+from training.loop.build import load_trained_model
+from training.loop.checkpoint import atomic_write_text
+from training.loop.run_files import METRICS_FILE
+from training.loop.trainer import TrainingError, TrainOptions, train
 from training.plots import plot_ablation
-from training.trainer import (
-    METRICS_FILE,
-    PreparedData,
-    TrainingError,
-    TrainOptions,
-    load_trained_model,
-    train,
-    with_variant,
-)
 
 VARIANTS: tuple[Variant, ...] = (
     Variant.LIGHT_ALONE,

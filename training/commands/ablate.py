@@ -16,11 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.ablate import VARIANTS, run_ablation
-from training.checkpoint import CheckpointError
+from training.ablate.run import VARIANTS, run_ablation
 from training.config import ConfigError, load_config
+from training.data.prepare import prepare_data
 from training.data.schema import SchemaError
-from training.trainer import TrainingError, TrainOptions, prepare_data
+from training.loop.checkpoint import CheckpointError
+from training.loop.trainer import TrainingError, TrainOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from models.contract.artifact import ArtifactError
 from models.contract.repository import RepositoryError
-from training.export import ExportError, ExportOptions, export_run
+from training.export.export import ExportError, ExportOptions, export_run
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.synth import SynthConfigError, write
+from training.synth.generator import SynthConfigError, write
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ Example::
     rocketrank train --config configs/fine_ctr.yaml --data data/ --out runs/fine --nproc 2
 
 Writes ``RUN/metrics.json``, ``RUN/model.pt``, ``RUN/curves.png`` and the rest of
-the run directory described in ``training/trainer.py``.
+the run directory described in ``training/loop/trainer.py``.
 """
 
 from __future__ import annotations
@@ -18,18 +18,14 @@ import os
 import sys
 from pathlib import Path
 
-from training.checkpoint import CheckpointError
 from training.config import ConfigError, load_config
+from training.data.prepare import prepare_data
 from training.data.schema import SchemaError
 from training.distill import Variant
-from training.distributed import SINGLE_PROCESS, DistributedError, init_from_env
-from training.trainer import (
-    TrainingError,
-    TrainOptions,
-    load_trained_model,
-    prepare_data,
-    train,
-)
+from training.loop.build import load_trained_model
+from training.loop.checkpoint import CheckpointError
+from training.loop.distributed import SINGLE_PROCESS, DistributedError, init_from_env
+from training.loop.trainer import TrainingError, TrainOptions, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"rocketrank train: --nproc must be >= 1, got {nproc}", file=sys.stderr)
         return 2
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from training.dist_launch import launch
+        from training.loop.launch import launch
 
         return launch(nproc, args, threads=args.threads)
     dist = SINGLE_PROCESS

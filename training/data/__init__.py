@@ -13,5 +13,7 @@ Modules (import the one you need; this package imports nothing eagerly):
 * ``shuffle``   the chunked shuffle shared by in-memory and streaming batches.
 * ``streaming`` ``StreamingSplit``: the same batches from Parquet row groups.
 * ``negatives`` ``sample_negatives`` for positive-only logs.
-* ``check_cli`` ``rocketrank data check``.
+* ``prepare``   ``prepare_data``: one task's encoded splits for a run (``PreparedData``).
+
+The ``rocketrank data`` commands live in ``training/commands/``.
 """

@@ -1,6 +1,6 @@
 """Data-parallel training on ``torch.distributed``: N processes, the results of one.
 
-The trainer (:func:`training.trainer.train`) takes a :class:`DistContext` and
+The trainer (:func:`training.loop.trainer.train`) takes a :class:`DistContext` and
 calls it at the few points where N processes differ from one:
 
 * **data** — :meth:`DistContext.shard_batches`: every rank iterates the *same*

@@ -4,7 +4,7 @@ The launcher is torch's own (``python -m torch.distributed.run``, i.e.
 ``torchrun``): it starts N worker processes with ``RANK``/``WORLD_SIZE``/
 ``LOCAL_RANK``/``MASTER_ADDR``/``MASTER_PORT`` set, and each worker runs
 ``rocketrank train`` with the same options, which joins the process group
-(:func:`training.distributed.init_from_env`). Rendezvous is torch's c10d store
+(:func:`training.loop.distributed.init_from_env`). Rendezvous is torch's c10d store
 on a free local port, so concurrent runs on one machine do not collide.
 
 For several machines, call torchrun yourself on every node (``docs/SCALING.md``)::
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from training.config import ConfigError, load_config
-from training.distributed import DistContext, DistributedError
+from training.loop.distributed import DistContext, DistributedError
 
 # Namespace entries the dispatcher adds, and the launcher's own option
 _NOT_FORWARDED = frozenset({"_module", "_path", "command_path", "nproc"})

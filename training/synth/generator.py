@@ -51,10 +51,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from training import synth_world as world
+from training.synth import world
 from training.data.schema import Schema, load_schema
 from training.evaluate import auc
-from training.synth_world import DEVICES, MAX_TAGS, SECONDS_PER_DAY
+from training.synth.world import DEVICES, MAX_TAGS, SECONDS_PER_DAY
 
 ROW_GROUP_ROWS = 65_536
 """Parquet row-group size; the data layer streams one row group per chunk."""

@@ -1,9 +1,9 @@
-"""The simulated population behind the synthetic feed (see :mod:`training.synth`).
+"""The simulated population behind the synthetic feed (see :mod:`training.synth.generator`).
 
 Users and items with observable features and latent vectors, the users' tastes
 (category interests, favourite shops), the retrieval channels that fill a page,
 and the background click history the interacted features are computed from.
-Nothing here draws a click of the log; :mod:`training.synth` does that.
+Nothing here draws a click of the log; :mod:`training.synth.generator` does that.
 
 Latent vectors: every component has unit variance, so ``u·v / sqrt(d)`` (the
 affinity) has unit variance; the :class:`LatentModel` shares say how much of a

@@ -1,0 +1,105 @@
+"""Read, validate and encode a data directory once for one task.
+
+``prepare_data`` is what every run, ablation and benchmark starts from::
+
+    data = prepare_data("data/", cfg)    # schema check, encoder fit, encoded splits
+    train(cfg, data, "runs/fine")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from training.config import RunConfig
+from training.data.dataset import EncodedSplit
+from training.data.loader import Dataset, load_dataset
+from training.data.readers import read_columns
+from training.data.shuffle import CHUNK_ROWS
+from training.data.streaming import StreamingSplit
+from training.loop.errors import TrainingError
+
+
+@dataclass
+class PreparedData:
+    """The encoded splits of one task, shared by every run that uses them.
+
+    Attributes:
+        dataset: the validated, encoded data directory (schema + fitted encoder).
+        task: the task name; ``label`` its label name (key of ``Batch.labels``).
+        train: the training split (in memory, or streamed from Parquet).
+        valid: validation split (early stopping), or None.
+        test: test split (final metrics), or None (then final metrics use valid).
+        data_dir: where the data came from.
+    """
+
+    dataset: Dataset
+    task: str
+    label: str
+    train: EncodedSplit | StreamingSplit
+    valid: EncodedSplit | None
+    test: EncodedSplit | None
+    data_dir: Path | None = None
+
+
+def prepare_data(
+    data_dir: str | Path,
+    cfg: RunConfig,
+    *,
+    max_rows: int | None = None,
+    cache: bool = True,
+) -> PreparedData:
+    """Read, validate and encode a data directory once for ``cfg.task``.
+
+    The task's ``where`` filter (e.g. CVR on clicked rows) is applied to every
+    split, so training and evaluation see the same population.
+
+    Args:
+        data_dir: directory with ``train``/``valid``/``test`` files and ``schema.yaml``.
+        cfg: the run config (task; ``data.chunk_rows`` > 0 streams the training split).
+        max_rows: use at most the first N rows of each split file (quick runs).
+        cache: reuse the data layer's encoded-split cache.
+    """
+    if max_rows is not None and max_rows <= 0:
+        raise ValueError(f"max_rows must be > 0, got {max_rows}")
+    # the in-memory split shuffles with the same chunk plan as a streamed one
+    chunk_rows = cfg.data.chunk_rows or CHUNK_ROWS
+    dataset = load_dataset(data_dir, tasks=[cfg.task], cache=cache, chunk_rows=chunk_rows)
+    schema = dataset.schema
+    label = schema.task(cfg.task).label
+
+    def split(name: str) -> EncodedSplit | None:
+        if name not in dataset.splits:
+            return None
+        s = dataset.splits[name]
+        if max_rows is not None and len(s) > max_rows:
+            s = s.filter_rows(torch.arange(len(s)) < max_rows)
+        return s.for_task(schema, cfg.task)
+
+    if cfg.data.chunk_rows > 0:
+        if max_rows is not None:
+            raise ValueError("max_rows cannot be combined with streaming (data.chunk_rows > 0)")
+        assert dataset.files is not None
+        side_tables = {
+            name: read_columns(path, schema) for name, path in dataset.files.side_tables.items()
+        }
+        train: EncodedSplit | StreamingSplit = StreamingSplit(
+            dataset.files.splits["train"],
+            schema,
+            dataset.encoder,
+            task=cfg.task,
+            chunk_rows=cfg.data.chunk_rows,
+            name="train",
+            side_tables=side_tables,
+        )
+    else:
+        train = split("train")  # type: ignore[assignment]
+    valid, test = split("valid"), split("test")
+    if len(train) == 0:
+        raise TrainingError(f"task {cfg.task!r}: the training split has no rows")
+    return PreparedData(dataset, cfg.task, label, train, valid, test, Path(data_dir))
+
+
+__all__ = ["PreparedData", "prepare_data"]

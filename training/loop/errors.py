@@ -1,0 +1,15 @@
+"""The training errors, in a module of their own so the data preparation
+(``training.data.prepare``) can raise them without importing the loop."""
+
+from __future__ import annotations
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue; the message says why and what to do."""
+
+
+class TrainingDivergedError(TrainingError):
+    """A loss term became NaN or infinite; the message names the step and the term."""
+
+
+__all__ = ["TrainingDivergedError", "TrainingError"]
