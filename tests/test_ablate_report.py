@@ -9,14 +9,9 @@ import math
 import pytest
 from trainer_fixtures import tiny_config, write_tiny_data
 
-from training.ablate.run import (
-    VARIANTS,
-    add_gap_closed,
-    applicable_variants,
-    format_markdown,
-    run_ablation,
-    variant_config,
-)
+from training.ablate.report import add_gap_closed, format_markdown
+from training.ablate.run import run_ablation
+from training.ablate.variants import VARIANTS, applicable_variants, variant_config
 from training.data.prepare import prepare_data
 from training.distill import Hint, Variant
 from training.loop.trainer import TrainingError, TrainOptions

@@ -1,6 +1,6 @@
 """Ablation: every distillation variant on the same data, seed and epochs, one report.
 
-Variants (``DESIGN.md``, "Baselines"), in report order:
+Variants, in report order (the baselines first, then the distilled students):
 
 * ``light_alone`` — the student trained on labels only (the baseline);
 * ``booster_alone`` — the teacher trained on labels only;
@@ -15,7 +15,7 @@ Variants (``DESIGN.md``, "Baselines"), in report order:
 The PFD variants run only when the task (as the light net sees it) has
 privileged features. Hint, λ and schedule come from the config for variants of
 its family (Rocket or PFD) and are the variant's defaults otherwise (see
-``training.loop.trainer.with_variant``).
+``training.ablate.variants``).
 
 Outputs in ``DIR``: one run directory per variant (``DIR/<variant>/``, the
 trainer's layout), ``report.json`` (a list of rows), ``report.md`` and
@@ -24,61 +24,21 @@ trainer's layout), ``report.json`` (a list of rows), ``report.md`` and
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from models.provenance import json_safe
-from training.ablate.variants import with_variant
-from training.config import RunConfig, model_args
+from training.ablate.report import add_gap_closed, write_report
+from training.ablate.variants import VARIANTS, applicable_variants, variant_config
+from training.config import RunConfig
 from training.data.prepare import PreparedData
 from training.distill import Variant
-from training.evaluate import gap_closed
 from training.loop.build import load_trained_model
-from training.loop.checkpoint import atomic_write_text
 from training.loop.run_files import METRICS_FILE
 from training.loop.trainer import TrainingError, TrainOptions, train
-from training.plots import plot_ablation
-
-VARIANTS: tuple[Variant, ...] = (
-    Variant.LIGHT_ALONE,
-    Variant.BOOSTER_ALONE,
-    Variant.TWO_STAGE_KD,
-    Variant.ROCKET,
-    Variant.ROCKET_NO_GRADIENT_BLOCK,
-    Variant.PFD,
-    Variant.PFD_MD,
-)
-PRIVILEGED_ONLY = frozenset({Variant.PFD, Variant.PFD_MD})
-JOINT = frozenset({Variant.ROCKET, Variant.ROCKET_NO_GRADIENT_BLOCK, Variant.PFD, Variant.PFD_MD})
-
-
-def privileged_features(cfg: RunConfig, data: PreparedData) -> list[str]:
-    """Features only the booster reads for this config (task + light-net kind)."""
-    args = model_args(cfg, data.dataset.schema, data.dataset.encoder.cardinality)
-    return list(args.privileged)
-
-
-def applicable_variants(cfg: RunConfig, data: PreparedData) -> list[Variant]:
-    """Every variant of :data:`VARIANTS` that applies to this config and data."""
-    has_privileged = bool(privileged_features(cfg, data))
-    return [v for v in VARIANTS if v not in PRIVILEGED_ONLY or has_privileged]
-
-
-def variant_config(cfg: RunConfig, variant: Variant) -> RunConfig:
-    """The run config of one variant (see the module docstring)."""
-    out = with_variant(cfg, variant)
-    if variant is Variant.PFD:
-        # PFD without model distillation: the teacher has the student's capacity
-        model = dataclasses.replace(
-            out.model, booster="mlp", booster_dims=tuple(cfg.model.light_dims)
-        )
-        out = dataclasses.replace(out, model=model)
-    return out
 
 
 def _row(
@@ -178,136 +138,4 @@ def run_ablation(
     return rows
 
 
-def add_gap_closed(rows: Sequence[dict[str, Any]]) -> None:
-    """Set ``gap_closed_auc`` of every distilled row against the ``light_alone`` row.
-
-    The booster of a row is the teacher it learnt from (its own, or the frozen
-    one of two-stage KD). A teacher no better than the baseline leaves no gap
-    to close (the ratio of two negative differences would read as success), so
-    such rows, and the two baselines, get None.
-    """
-    by = {r["variant"]: r for r in rows}
-    base = by.get(Variant.LIGHT_ALONE.value)
-    for row in rows:
-        row["gap_closed_auc"] = None
-        if base is None or row["variant"] in (Variant.LIGHT_ALONE, Variant.BOOSTER_ALONE):
-            continue
-        base_auc = base["light"]["auc"]
-        teacher_auc = (row["booster"] or {}).get("auc", math.nan)
-        if teacher_auc > base_auc:
-            row["gap_closed_auc"] = gap_closed(row["light"]["auc"], base_auc, teacher_auc)
-
-
-# --------------------------------------------------------------------------- report
-
-
-def _fmt(value: Any, spec: str = ".4f") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return format(value, spec)
-
-
-def _si(value: Any) -> str:
-    if value is None:
-        return "–"
-    value = float(value)
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.1f}{unit}"
-    return f"{value:.0f}"
-
-
-def format_markdown(rows: Sequence[dict[str, Any]], header: dict[str, Any] | None = None) -> str:
-    """The report as a Markdown table (test split; light-net metrics unless marked)."""
-    by = {r["variant"]: r for r in rows}
-    base_auc = (by.get("light_alone", {}).get("light") or {}).get("auc")
-    booster_cpu = by.get("booster_alone", {}).get("train_cpu_seconds")
-    lines = []
-    if header:
-        lines.append("# Ablation report\n")
-        lines.extend(f"- {k}: {v}" for k, v in header.items())
-        lines.append("")
-    lines.append(
-        "| variant | light AUC | Δ vs light_alone | GAUC | logloss | NDCG@10 | MAP@5 | calib. "
-        "| booster AUC | gap closed | train s | CPU s | × booster_alone (CPU) | light params | "
-        "light FLOPs/cand | booster params | booster FLOPs/cand |"
-    )
-    lines.append("|" + "---|" * 17)
-    for r in rows:
-        light = r["light"] or {}
-        booster = r["booster"] or {}
-        delta = (
-            light["auc"] - base_auc
-            if light.get("auc") is not None and base_auc is not None
-            else None
-        )
-        cpu = r.get("train_cpu_seconds")
-        ratio = cpu / booster_cpu if cpu is not None and booster_cpu else None
-        gap = r.get("gap_closed_auc")
-        cells = [
-            r["variant"],
-            _fmt(light.get("auc")),
-            _fmt(delta, "+.4f"),
-            _fmt(light.get("gauc")),
-            _fmt(light.get("logloss")),
-            _fmt(light.get("ndcg@10")),
-            _fmt(light.get("map@5")),
-            _fmt(light.get("calibration"), ".3f"),
-            _fmt(booster.get("auc")),
-            _fmt(gap * 100 if gap is not None else None, ".1f") + ("%" if gap is not None else ""),
-            _fmt(r["train_seconds"], ".1f"),
-            _fmt(cpu, ".1f"),
-            _fmt(ratio, ".2f"),
-            _si(r["params"]["light"]),
-            _si(r["flops_per_candidate"]["light"]),
-            _si(r["params"]["booster"]),
-            _si(r["flops_per_candidate"]["booster"]),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append(
-        "Light-net metrics on the test split; `–` = not applicable (that net was not "
-        "trained). gap closed = (AUC(light) − AUC(light_alone)) / (AUC(its booster) − "
-        "AUC(light_alone)), `–` when that booster is not better than light_alone. Times "
-        "are the optimiser steps only (no evaluation); two_stage_kd includes training its "
-        "booster. The ratio uses CPU seconds (one torch thread), which "
-        "other processes on a shared machine inflate far less than wall seconds."
-    )
-    return "\n".join(lines) + "\n"
-
-
-def write_report(
-    rows: Sequence[dict[str, Any]],
-    out_dir: Path,
-    cfg: RunConfig,
-    data: PreparedData,
-    options: TrainOptions,
-) -> None:
-    """``report.json`` (rows), ``report.md`` and ``report.png`` in ``out_dir``."""
-    safe_rows = json_safe(list(rows))
-    atomic_write_text(out_dir / "report.json", json.dumps(safe_rows, indent=2) + "\n")
-    header = {
-        "task": f"{cfg.task} (label `{data.label}`), stage {cfg.stage}",
-        "data": f"{data.data_dir} — train {len(data.train):,} rows, "
-        f"test {len(data.test) if data.test is not None else 0:,} rows",
-        "light net": f"{cfg.model.light} {list(cfg.model.light_dims)}",
-        "booster": f"{cfg.model.booster} {list(cfg.model.booster_dims)}",
-        "privileged": ", ".join(privileged_features(cfg, data)) or "none",
-        "seed / epochs / batch": f"{cfg.seed} / {options.epochs or cfg.optim.epochs} / "
-        f"{cfg.data.batch_size}",
-    }
-    atomic_write_text(out_dir / "report.md", format_markdown(safe_rows, header))
-    plot_ablation(safe_rows, out_dir / "report.png", title=f"({cfg.task}, {cfg.stage})")
-
-
-__all__ = [
-    "JOINT",
-    "VARIANTS",
-    "add_gap_closed",
-    "applicable_variants",
-    "format_markdown",
-    "privileged_features",
-    "run_ablation",
-    "variant_config",
-    "write_report",
-]
+__all__ = ["run_ablation"]

@@ -16,7 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.ablate.run import VARIANTS, run_ablation
+from training.ablate.run import run_ablation
+from training.ablate.variants import VARIANTS
 from training.config import ConfigError, load_config
 from training.data.prepare import prepare_data
 from training.data.schema import SchemaError

@@ -253,8 +253,6 @@ class EncodedSplit:
         shuffle: bool = False,
         seed: int = 0,
         epoch: int = 0,
-        *,
-        start_batch: int = 0,
     ) -> Iterator[Batch]:
         """Yield batches of ``batch_size`` rows (the last one may be shorter).
 
@@ -262,16 +260,13 @@ class EncodedSplit:
             batch_size: rows per batch (> 0).
             shuffle: chunked shuffle (see :mod:`training.data.shuffle`) when true,
                 file order otherwise.
-            seed, epoch: the shuffle is a function of both.
-            start_batch: skip the epoch's first batches (resume mid-epoch); the
-                remaining batches are those an uninterrupted pass yields.
+            seed, epoch: the shuffle is a function of both (a resumed run skips the
+                batches it already trained with ``itertools.islice``).
         """
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
-        if start_batch < 0:
-            raise ValueError(f"start_batch must be >= 0, got {start_batch}")
         order = self.order(shuffle, seed, epoch)
-        for start in range(start_batch * batch_size, len(order), batch_size):
+        for start in range(0, len(order), batch_size):
             yield self._columns.take(order[start : start + batch_size]).to_batch()
 
     # ----------------------------------------------------------------- persistence

@@ -135,33 +135,17 @@ class StreamingSplit:
         seed: int = 0,
         epoch: int = 0,
         report: EncodeReport | None = None,
-        *,
-        start_batch: int = 0,
     ) -> Iterator[Batch]:
-        """Yield the same batches as the in-memory split (see the module docstring).
-
-        ``start_batch`` skips the epoch's first batches (resume mid-epoch). Without
-        a task filter, chunks wholly before the start are not even read.
-        """
+        """Yield the same batches as the in-memory split (see the module docstring)."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
-        if start_batch < 0:
-            raise ValueError(f"start_batch must be >= 0, got {start_batch}")
-        skip = start_batch * batch_size  # rows still to drop before the first batch
         pending: list[EncodedColumns] = []
         n_pending = 0
         for chunk, perm in self._chunks(shuffle, seed, epoch):
-            if self.where is None and skip >= len(perm):
-                skip -= len(perm)
-                continue
             rows = self.encode_chunk(chunk, report).take(torch.from_numpy(perm))
             if self.where is not None:
                 keep = torch.nonzero(rows.labels[self.where] == 1, as_tuple=False).flatten()
                 rows = rows.take(keep)
-            if skip:
-                dropped = min(skip, len(rows))
-                rows = rows.take(torch.arange(dropped, len(rows), dtype=torch.int64))
-                skip -= dropped
             if len(rows) == 0:
                 continue
             pending.append(rows)

@@ -51,9 +51,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from training.synth import world
 from training.data.schema import Schema, load_schema
 from training.evaluate import auc
+from training.synth import world
 from training.synth.world import DEVICES, MAX_TAGS, SECONDS_PER_DAY
 
 ROW_GROUP_ROWS = 65_536
