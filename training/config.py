@@ -37,7 +37,6 @@ from models.contract.features import Side
 from models.joint import JointModelArgs
 from training.data.schema import Schema
 from training.distill import (
-    ROCKET_VARIANTS,
     DistillSettings,
     Hint,
     LambdaSchedule,
@@ -45,6 +44,8 @@ from training.distill import (
     Variant,
     default_gradient_block,
     default_hint,
+    default_lambda,
+    rule_violation,
 )
 
 
@@ -186,18 +187,9 @@ class DistillConfig:
         _positive("distill.temperature", self.temperature)
         if self.lam is not None:
             _non_negative("distill.lambda", self.lam)
-            if self.lam > 1 and self.variant not in ROCKET_VARIANTS:
-                raise ConfigError(
-                    f"distill.lambda: {self.variant} mixes two losses with λ and 1−λ, "
-                    f"so λ must be <= 1 (got {self.lam})"
-                )
-        single = self.variant in (Variant.LIGHT_ALONE, Variant.BOOSTER_ALONE)
-        if single and self.hint not in (None, Hint.OFF):
-            raise ConfigError(f"distill.hint: variant {self.variant} has no hint")
-        if self.gradient_block is True and self.variant is Variant.ROCKET_NO_GRADIENT_BLOCK:
-            raise ConfigError(
-                "distill.gradient_block: true contradicts variant rocket_no_gradient_block"
-            )
+        broken = rule_violation(self.variant, self.hint, self.lam, self.gradient_block)
+        if broken is not None:
+            raise ConfigError(f"distill.{broken[0]}: {broken[1]}")
         if self.schedule is Schedule.LINEAR and not (self.warmup_steps or self.warmup_epochs):
             raise ConfigError("distill.warmup_steps: schedule 'linear' needs the ramp length > 0")
 
@@ -211,7 +203,7 @@ class DistillConfig:
             return 0.0
         if self.lam is not None:
             return self.lam
-        return 1.0 if self.variant in ROCKET_VARIANTS else 0.5
+        return default_lambda(self.variant)
 
     @property
     def resolved_gradient_block(self) -> bool:

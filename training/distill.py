@@ -4,7 +4,7 @@ Notation: ``z_b`` booster (teacher) logit, ``z_l`` light (student) logit,
 ``y`` label, ``sg`` stop-gradient (``detach``), ``w(t)`` the scheduled hint
 weight (γ in Rocket Launching, λ in PFD / KD).
 
-Variants (:class:`Variant`), exactly as ``DESIGN.md`` specifies:
+Variants (:class:`Variant`):
 
 * ``light_alone``: ``L = BCE(y, z_l)``.
 * ``booster_alone``: ``L = BCE(y, z_b)``.
@@ -95,7 +95,37 @@ def default_hint(variant: Variant) -> Hint:
 
 
 def default_gradient_block(variant: Variant) -> bool:
+    """True except for ``rocket_no_gradient_block`` (the ablation without ``sg``)."""
     return Variant(variant) is not Variant.ROCKET_NO_GRADIENT_BLOCK
+
+
+def default_lambda(variant: Variant) -> float:
+    """γ = 1.0 for the Rocket variants (added to two BCEs), λ = 0.5 otherwise (a mix)."""
+    return 1.0 if Variant(variant) in ROCKET_VARIANTS else 0.5
+
+
+def rule_violation(
+    variant: Variant, hint: Hint | None, lam: float | None, gradient_block: bool | None
+) -> tuple[str, str] | None:
+    """The first distillation rule a setting breaks, as ``(key, message)``, else None.
+
+    The one home of these rules: the run config (``training.config.DistillConfig``,
+    which prefixes ``distill.<key>``) and :class:`DistillSettings` both ask here.
+    ``None`` means "the variant's default" for ``hint``, ``lam`` and ``gradient_block``.
+
+    Rules: a single-net variant (``light_alone``, ``booster_alone``) has no hint;
+    ``rocket_no_gradient_block`` cannot have ``gradient_block: true``; the PFD and
+    two-stage KD variants mix two losses as ``(1−λ)`` and ``λ``, so ``λ <= 1``.
+    """
+    variant = Variant(variant)
+    if lam is not None and lam > 1 and variant in PFD_VARIANTS | {Variant.TWO_STAGE_KD}:
+        return "lambda", f"{variant} mixes two losses with λ and 1−λ, so λ must be <= 1 (got {lam})"
+    single = variant in (Variant.LIGHT_ALONE, Variant.BOOSTER_ALONE)
+    if single and hint not in (None, Hint.OFF):
+        return "hint", f"variant {variant} trains one net: it has no hint (hint must be 'off')"
+    if gradient_block is True and variant is Variant.ROCKET_NO_GRADIENT_BLOCK:
+        return "gradient_block", "true contradicts variant rocket_no_gradient_block"
+    return None
 
 
 def nets_needed(variant: Variant) -> tuple[bool, bool]:
@@ -264,18 +294,15 @@ class DistillSettings:
                 f"gradient_block must be a bool, got {type(self.gradient_block).__name__} "
                 f"{self.gradient_block!r}"
             )
+        broken = rule_violation(self.variant, hint, self.schedule.value, self.gradient_block)
+        if broken is not None:
+            raise ValueError(f"{broken[0]}: {broken[1]}")
         block = self.gradient_block
-        if block is None:
-            block = default_gradient_block(self.variant)
-        elif block and self.variant is Variant.ROCKET_NO_GRADIENT_BLOCK:
-            raise ValueError("variant rocket_no_gradient_block contradicts gradient_block: true")
-        object.__setattr__(self, "gradient_block", block)
+        object.__setattr__(
+            self, "gradient_block", default_gradient_block(self.variant) if block is None else block
+        )
         if not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.variant in (Variant.LIGHT_ALONE, Variant.BOOSTER_ALONE) and hint is not Hint.OFF:
-            raise ValueError(f"variant {self.variant} trains one net: hint must be 'off'")
-        if self.variant in PFD_VARIANTS | {Variant.TWO_STAGE_KD} and self.schedule.value > 1:
-            raise ValueError(f"variant {self.variant}: λ mixes two losses and must be <= 1")
 
 
 @dataclass
