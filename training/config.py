@@ -22,6 +22,7 @@ types are enforced strictly and bools are never coerced from strings or ints.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -77,9 +78,23 @@ class DataConfig:
         _non_negative("data.chunk_rows", self.chunk_rows)
 
 
+def _arg(name: str) -> dict[str, str]:
+    """Field metadata: the ``JointModelArgs`` argument a field fills under another name."""
+    return {"arg": name}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of booster and light net.
+    """Architecture of booster and light net: the YAML face of ``JointModelArgs``.
+
+    Every field fills the :class:`~models.joint.JointModelArgs` argument of the
+    same name (or the one its ``_arg`` metadata names), so :func:`model_args`
+    maps them without a hand-written list, and a model argument with no field
+    here is an error at import (:func:`_check_model_fields`). The arguments left
+    out are the ones the schema and the data decide (:data:`DATA_ARGS`). The
+    YAML keys, tuples instead of lists, ``Literal`` values checked on load, and
+    two defaults (``booster: dcn``, ``sparse_min_rows: 4096``) are the run
+    config's own.
 
     Attributes:
         light: "mlp" (fine ranking) or "two_tower" (coarse ranking).
@@ -94,6 +109,7 @@ class ModelConfig:
         embedding_dims: per-feature embedding dim overrides (default: the schema's ``dim``).
         sharing: "full" (booster and light net share every served table) or
             "separate" (PFD's Share*: ``separate_tables`` get one table per net).
+            Not a model argument: ``separate_tables`` says it all.
         separate_tables: features with a table per net (``sharing: separate`` only).
         sparse: sparse embedding gradients (trainer uses SparseAdam for the tables).
         sparse_min_rows: with ``sparse``, only tables of at least this many rows
@@ -105,12 +121,12 @@ class ModelConfig:
             a named ablation only.
     """
 
-    light: Literal["mlp", "two_tower"] = "mlp"
+    light: Literal["mlp", "two_tower"] = field(default="mlp", metadata=_arg("light_kind"))
     light_dims: tuple[int, ...] = (64, 32)
-    tower_scale: float = 10.0
+    tower_scale: float = field(default=10.0, metadata=_arg("scale"))
     learn_scale: bool = True
     tower_bias: bool = False
-    booster: Literal["mlp", "dcn"] = "dcn"
+    booster: Literal["mlp", "dcn"] = field(default="dcn", metadata=_arg("booster_kind"))
     booster_dims: tuple[int, ...] = (512, 256, 128)
     cross_layers: int = 3
     cross_rank: int = 0
@@ -118,7 +134,7 @@ class ModelConfig:
     norm: Literal["none", "batch", "layer"] = "none"
     dropout: float = 0.0
     embedding_dims: dict[str, int] = field(default_factory=dict)
-    sharing: Literal["full", "separate"] = "full"
+    sharing: Literal["full", "separate"] = field(default="full", metadata={"arg": None})
     separate_tables: tuple[str, ...] = ()
     sparse: bool = False
     sparse_min_rows: int = 4096
@@ -364,25 +380,39 @@ def model_args(cfg: RunConfig, schema: Schema, cardinality: Callable[[str], int]
         cardinalities={s.name: int(cardinality(s.name)) for s in specs if s.is_sparse},
         served=list(served),
         privileged=list(privileged),
-        light_kind=m.light,
-        light_dims=list(m.light_dims),
-        scale=m.tower_scale,
-        learn_scale=m.learn_scale,
-        tower_bias=m.tower_bias,
-        booster_kind=m.booster,
-        booster_dims=list(m.booster_dims),
-        cross_layers=m.cross_layers,
-        cross_rank=m.cross_rank,
-        dcn_structure=m.dcn_structure,
-        norm=m.norm,
-        dropout=m.dropout,
-        embedding_dims=dict(m.embedding_dims),
-        separate_tables=list(m.separate_tables),
-        sparse=m.sparse,
-        sparse_min_rows=m.sparse_min_rows,
         hint_projection=cfg.distill.resolved_hint is Hint.HIDDEN,
-        detach_shared_for_light=m.detach_shared_for_light,
+        **architecture_args(m),
     )
+
+
+DATA_ARGS = frozenset({"features", "cardinalities", "served", "privileged", "hint_projection"})
+"""``JointModelArgs`` arguments the schema, the data and the hint decide (not ``model:``)."""
+
+
+def architecture_args(model: ModelConfig) -> dict[str, Any]:
+    """The model section as ``JointModelArgs`` keyword arguments (JSON-plain values)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(ModelConfig):
+        arg = f.metadata.get("arg", f.name)
+        if arg is None:
+            continue
+        value = getattr(model, f.name)
+        out[arg] = list(value) if isinstance(value, tuple) else copy.deepcopy(value)
+    return out
+
+
+def _check_model_fields() -> None:
+    """Fail at import when the model section and ``JointModelArgs`` drift apart."""
+    filled = {f.metadata.get("arg", f.name) for f in dataclasses.fields(ModelConfig)} - {None}
+    wanted = {f.name for f in dataclasses.fields(JointModelArgs)} - DATA_ARGS
+    if filled != wanted:
+        raise TypeError(
+            "training.config.ModelConfig does not match models.joint.JointModelArgs: "
+            f"missing {sorted(wanted - filled)}, unknown {sorted(filled - wanted)}"
+        )
+
+
+_check_model_fields()
 
 
 # --------------------------------------------------------------------------- strict loading
