@@ -13,14 +13,13 @@ import json
 import pytest
 import torch
 
-from bench.train.command import (
-    add_arguments,
+from bench.train.command import add_arguments, run
+from bench.train.run import (
     forward_flops,
     joint_variant,
     largest_linear,
     matmul_gflops,
     measured_step_flops,
-    run,
     run_train_bench,
     time_variant,
 )
