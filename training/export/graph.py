@@ -63,13 +63,13 @@ class Int8Embedding(nn.Module):
     ``row_i ≈ codes[i] · scale[i]`` with ``scale[i] = max|w_i| / 127`` (symmetric,
     per row). A table of N rows × d costs ``N·(d + 2)`` bytes on disk instead of
     ``4·N·d``. Symmetric rows were chosen over asymmetric (scale and offset, ``d + 4``
-    bytes): the offset is 20–25 % of the bytes of the 8–16-wide rows of a light
-    net, while the extra rounding moved test AUC by < 1e-4 (docs/BENCHMARKS.md).
+    bytes): on the narrow rows of a light net the offset costs a noticeable share
+    of the bytes for no measurable AUC (see docs/BENCHMARKS.md).
 
     The first call dequantises the whole table once into the ``table`` buffer
     (empty in the saved file) and every later lookup is a plain fp32 embedding:
     int8 shrinks the artifact, not the serving speed. Dequantising per lookup
-    instead measured 2–4× slower than fp32 on 1,000–10,000 candidates. The
+    instead was slower than fp32 (see docs/BENCHMARKS.md). The
     buffer is assigned in ``forward``, so a module holding these must not be
     ``torch.jit.freeze``-d (freezing would fold the fp32 table into the file),
     and the first call should happen before concurrent use (``load_artifact``
