@@ -44,6 +44,43 @@ def _missing_value(values: pd.Series) -> Any:
     return np.nan if pd.api.types.is_numeric_dtype(values.dtype) else None
 
 
+def _redraw_collisions(
+    rng: np.random.Generator,
+    df: pd.DataFrame,
+    catalogue: pd.DataFrame,
+    schema: Schema,
+    owner: np.ndarray,
+    draws: np.ndarray,
+    max_rounds: int,
+) -> np.ndarray:
+    """Redraw (in place) negatives that are one of their user's positives.
+
+    Returns:
+        bool ``[len(owner)]``: the draws to keep (False = still colliding after
+        ``max_rounds`` redraws).
+    """
+    user, item = schema.ids.user, schema.ids.item
+    n_items = len(catalogue)
+    item_ids = catalogue[item].to_numpy(dtype=np.int64)
+    user_codes, _ = pd.factorize(df[user], sort=False)
+    user_codes = user_codes.astype(np.int64)
+    pos_items = pd.Index(item_ids).get_indexer(df[item].to_numpy(dtype=np.int64))
+    # (user code, catalogue position) packed into one int64 key per pair
+    pos_keys = np.unique(user_codes[pos_items >= 0] * n_items + pos_items[pos_items >= 0])
+    draw_users = user_codes[owner]
+    collide = np.isin(draw_users * n_items + draws, pos_keys)
+    for _ in range(max_rounds):
+        if not collide.any():
+            break
+        redo = np.flatnonzero(collide)
+        draws[redo] = rng.integers(0, n_items, size=len(redo))
+        collide[redo] = np.isin(draw_users[redo] * n_items + draws[redo], pos_keys)
+    keep = ~collide
+    if not keep.all():
+        log.info("dropped %d negatives colliding with users' positives", int((~keep).sum()))
+    return keep
+
+
 def sample_negatives(
     df: pd.DataFrame,
     schema: Schema,
@@ -96,23 +133,7 @@ def sample_negatives(
     draws = rng.integers(0, n_items, size=len(owner))
     keep = np.ones(len(owner), dtype=bool)
     if exclude_positives and len(owner):
-        item_ids = catalogue[item].to_numpy(dtype=np.int64)
-        user_codes, _ = pd.factorize(df[user], sort=False)
-        user_codes = user_codes.astype(np.int64)
-        pos_items = pd.Index(item_ids).get_indexer(df[item].to_numpy(dtype=np.int64))
-        # (user code, catalogue position) packed into one int64 key per pair
-        pos_keys = np.unique(user_codes[pos_items >= 0] * n_items + pos_items[pos_items >= 0])
-        draw_users = user_codes[owner]
-        collide = np.isin(draw_users * n_items + draws, pos_keys)
-        for _ in range(max_rounds):
-            if not collide.any():
-                break
-            redo = np.flatnonzero(collide)
-            draws[redo] = rng.integers(0, n_items, size=len(redo))
-            collide[redo] = np.isin(draw_users[redo] * n_items + draws[redo], pos_keys)
-        keep = ~collide
-        if not keep.all():
-            log.info("dropped %d negatives colliding with users' positives", int((~keep).sum()))
+        keep = _redraw_collisions(rng, df, catalogue, schema, owner, draws, max_rounds)
     owner, draws = owner[keep], draws[keep]
 
     negatives = df.iloc[owner].reset_index(drop=True).copy()

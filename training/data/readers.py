@@ -24,6 +24,9 @@ A data directory holds ``train.parquet`` (or ``train.csv``), ``valid.*``,
 ``items.parquet`` (side tables keyed by the user and item id).
 """
 
+# Over 400 lines: file formats, the directory layout and the side-table joins all
+# produce the same canonical columns; kept in one module with their shared helpers.
+
 from __future__ import annotations
 
 import contextlib

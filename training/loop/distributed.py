@@ -38,6 +38,9 @@ and ``model.norm: batch`` (batch statistics would be per-rank). Dropout works
 but draws per-rank masks, so such a run is not bit-comparable with one process.
 """
 
+# Over 400 lines: sharding, gradient sync and prediction gathering must agree on one
+# rank layout of the global batch; splitting them would hide that contract.
+
 from __future__ import annotations
 
 import dataclasses

@@ -39,6 +39,10 @@ order above: :func:`_start`, :func:`_restore`, :func:`_train_epoch` (of
 :func:`_step`), :func:`_end_epoch`, :func:`_finish`.
 """
 
+# Over 400 lines on purpose: the loop reads top to bottom in this one file (options,
+# one step's pieces, then train -> _start -> _restore -> _train_epoch/_step -> _end_epoch
+# -> _finish); what it is built from lives in the sibling modules of training/loop/.
+
 from __future__ import annotations
 
 import itertools

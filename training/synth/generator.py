@@ -34,6 +34,9 @@ Usage::
     stats = write("data/", rows=200_000, seed=1)  # Parquet + schema.yaml + stats.json
 """
 
+# Over 400 lines: the generative story (requests, pages, clicks, conversions, files) is
+# one seeded sequence of RNG draws; its order is part of the output, so it stays together.
+
 from __future__ import annotations
 
 import itertools

@@ -11,6 +11,9 @@ vector follows from observable features and how much is idiosyncratic (then
 only the id can learn it).
 """
 
+# Over 400 lines: the population (users, items, latent vectors) is drawn in one seeded
+# order that the generated log depends on.
+
 from __future__ import annotations
 
 import math
@@ -235,6 +238,8 @@ def make_users(rng: np.random.Generator, n: int) -> Users:
 
 def make_items(rng: np.random.Generator, n: int) -> Items:
     """``n`` items in categories, shops and brands, with prices, tags and latent vectors."""
+    # ~100 lines on purpose: one sequence of RNG draws; splitting it invites reordering
+    # them, which would change every generated log for a given seed.
     d = LATENT_DIM
     n_cat = min(MAX_CATEGORIES, max(4, n // 20))
     n_shops = max(n_cat, n // 8)
