@@ -7,7 +7,7 @@ Example::
     rocketrank train --config configs/fine_ctr.yaml --data data/ --out runs/fine --nproc 2
 
 Writes ``RUN/metrics.json``, ``RUN/model.pt``, ``RUN/curves.png`` and the rest of
-the run directory described in ``training/loop/trainer.py``.
+the run directory described in ``training/loop/run_files.py``.
 """
 
 from __future__ import annotations
