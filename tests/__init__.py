@@ -1,0 +1,1 @@
+"""Tests: folders mirror the packages (models, training, service, bench), plus suites."""

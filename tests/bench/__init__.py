@@ -1,0 +1,1 @@
+"""Tests of the benchmark harness: what each measurement computes, never how fast."""

@@ -1,0 +1,1 @@
+"""Shared test helpers: tiny data, runs, artifacts, servers, processes (never collected)."""

@@ -1,0 +1,1 @@
+"""Tests of the models package: nn.Modules and the joint model."""

@@ -1,0 +1,1 @@
+"""Tests of models.contract: artifact format, vocabularies, model repository."""

@@ -1,0 +1,1 @@
+"""Tests of the service CLI verbs (serve, features)."""

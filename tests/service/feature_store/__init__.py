@@ -1,0 +1,1 @@
+"""Tests of service.feature_store against a real Redis."""

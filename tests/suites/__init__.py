@@ -1,0 +1,1 @@
+"""Cross-cutting suites that exercise the whole system from one angle."""

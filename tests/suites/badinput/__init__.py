@@ -1,0 +1,1 @@
+"""Malformed requests and training inputs: clear errors, no tracebacks."""

@@ -1,0 +1,1 @@
+"""Deployment files: compose, Dockerfiles, Kubernetes manifests."""

@@ -1,0 +1,1 @@
+"""Metrics, dashboards and alert rules, up to a real Prometheus."""

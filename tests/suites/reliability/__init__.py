@@ -1,0 +1,1 @@
+"""Faults under load: Redis outages, reloads, shutdown, killed training, soak."""

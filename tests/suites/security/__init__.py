@@ -1,0 +1,1 @@
+"""Security properties: dependency pins, HTTP auth and errors, source scans."""

@@ -1,0 +1,1 @@
+"""Tests of the training package: run config, distillation losses, evaluation metrics."""

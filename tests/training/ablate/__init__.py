@@ -1,0 +1,1 @@
+"""Tests of training.ablate: variants and the ablation report."""

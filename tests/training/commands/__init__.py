@@ -1,0 +1,1 @@
+"""Tests of the training CLI verbs through the real dispatcher."""

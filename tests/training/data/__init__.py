@@ -1,0 +1,1 @@
+"""Tests of training.data: schema, readers, validation, dataset, streaming, negatives."""

@@ -1,0 +1,1 @@
+"""Tests of training.export: export, graph formats, parity with eager."""

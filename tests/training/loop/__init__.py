@@ -1,0 +1,1 @@
+"""Tests of training.loop: the trainer, checkpoints and resume, distributed training."""

@@ -1,0 +1,1 @@
+"""Tests of training.synth: the synthetic generator and its files on disk."""
