@@ -26,7 +26,7 @@ seconds, not a Python loop per row.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -140,12 +140,28 @@ def group_index(groups: Any, n: int | None = None) -> tuple[np.ndarray, int]:
     return inverse.ravel().astype(np.int64), int(uniques.size)
 
 
+def _count_blocks(n_groups: int, n_boot: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Blocks of :func:`group_bootstrap_counts`' rows, in order, each int64 ``[b, G]``."""
+    if n_groups < 1 or n_boot < 1:
+        raise StatsError(f"need n_groups ≥ 1 and n_boot ≥ 1, got {n_groups} and {n_boot}")
+    block = max(1, _BLOCK_ELEMENTS // n_groups)
+    for start in range(0, n_boot, block):
+        b = min(block, n_boot - start)
+        draws = rng.integers(0, n_groups, size=(b, n_groups), dtype=np.int64)
+        counts = np.empty((b, n_groups), dtype=np.int64)
+        for r in range(b):
+            counts[r] = np.bincount(draws[r], minlength=n_groups)
+        yield counts
+
+
 def group_bootstrap_counts(n_groups: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """How often each group is drawn when ``n_groups`` groups are resampled with replacement.
 
-    Each row of the result is one multinomial(n_groups, uniform) draw, built by
-    drawing group indices and counting them with one ``bincount`` per block of
-    replicates (no Python loop over rows or groups).
+    Each row of the result is one multinomial(n_groups, uniform) draw: the
+    group indices of a block of replicates are drawn at once and each
+    replicate's are counted with one ``bincount`` (a loop over replicates,
+    never over rows or groups; a per-replicate output stays in cache, which
+    measured faster than one flat ``bincount`` or ``rng.multinomial``).
 
     Args:
         n_groups: G ≥ 1.
@@ -155,18 +171,7 @@ def group_bootstrap_counts(n_groups: int, n_boot: int, rng: np.random.Generator)
     Returns:
         int64 ``[B, G]``; every row sums to G.
     """
-    if n_groups < 1 or n_boot < 1:
-        raise StatsError(f"need n_groups ≥ 1 and n_boot ≥ 1, got {n_groups} and {n_boot}")
-    counts = np.empty((n_boot, n_groups), dtype=np.int64)
-    block = max(1, _BLOCK_ELEMENTS // n_groups)
-    for start in range(0, n_boot, block):
-        b = min(block, n_boot - start)
-        draws = rng.integers(0, n_groups, size=(b, n_groups), dtype=np.int64)
-        draws += (np.arange(b, dtype=np.int64) * n_groups)[:, None]
-        counts[start : start + b] = np.bincount(draws.ravel(), minlength=b * n_groups).reshape(
-            b, n_groups
-        )
-    return counts
+    return np.concatenate(list(_count_blocks(n_groups, n_boot, rng)))
 
 
 def group_bootstrap_weights(groups: Any, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -187,6 +192,44 @@ def group_bootstrap_weights(groups: Any, n_boot: int, rng: np.random.Generator) 
     """
     ids, n_groups = group_index(groups)
     return group_bootstrap_counts(n_groups, n_boot, rng)[:, ids]
+
+
+class _SortedAUC:
+    """One score array sorted once, ready to score any number of group-weighted replicates.
+
+    Args:
+        y: ``[N]`` 0/1 with both classes.
+        s: ``[N]`` finite scores.
+        ids: int64 ``[N]`` dense group ids.
+    """
+
+    def __init__(self, y: np.ndarray, s: np.ndarray, ids: np.ndarray) -> None:
+        pos = y == 1
+        neg_order = np.argsort(s[~pos], kind="stable")
+        neg_scores = s[~pos][neg_order]
+        self.neg_ids = ids[~pos][neg_order]
+        # positives in score order, so the lookups into the cumulative sums walk forward
+        pos_order = np.argsort(s[pos], kind="stable")
+        pos_scores = s[pos][pos_order]
+        self.pos_ids = ids[pos][pos_order]
+        self.lo = np.searchsorted(neg_scores, pos_scores, side="left")
+        self.hi = np.searchsorted(neg_scores, pos_scores, side="right")
+
+    def replicates(self, counts: np.ndarray) -> np.ndarray:
+        """AUC of each replicate; ``counts`` ``[b, G]`` → float64 ``[b]`` (NaN: one class drawn)."""
+        out = np.empty(counts.shape[0], dtype=np.float64)
+        block = max(1, _BLOCK_ELEMENTS // max(self.neg_ids.size + self.pos_ids.size, 1))
+        for start in range(0, counts.shape[0], block):
+            cb = counts[start : start + block].astype(np.float64, copy=False)
+            neg_cum = np.zeros((cb.shape[0], self.neg_ids.size + 1))
+            np.cumsum(cb[:, self.neg_ids], axis=1, out=neg_cum[:, 1:])
+            w_pos = cb[:, self.pos_ids]
+            # neg weight strictly below + half the tied neg weight, per positive
+            wins = np.einsum("bi,bi->b", w_pos, neg_cum[:, self.lo] + neg_cum[:, self.hi]) / 2.0
+            denom = w_pos.sum(axis=1) * neg_cum[:, -1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[start : start + cb.shape[0]] = np.where(denom > 0, wins / denom, np.nan)
+        return out
 
 
 def replicate_aucs(labels: Any, scores: Any, group_ids: Any, counts: Any) -> np.ndarray:
@@ -220,29 +263,7 @@ def replicate_aucs(labels: Any, scores: Any, group_ids: Any, counts: Any) -> np.
         raise StatsError(f"counts must be [B, G], got shape {c.shape}")
     if ids.size and (ids.min() < 0 or ids.max() >= c.shape[1]):
         raise StatsError(f"group_ids must lie in [0, {c.shape[1]})")
-    pos = y == 1
-    neg_order = np.argsort(s[~pos], kind="stable")
-    neg_scores = s[~pos][neg_order]
-    neg_ids = ids[~pos][neg_order]
-    # positives in score order, so the lookups into the cumulative sums walk forward
-    pos_order = np.argsort(s[pos], kind="stable")
-    pos_scores = s[pos][pos_order]
-    pos_ids = ids[pos][pos_order]
-    lo = np.searchsorted(neg_scores, pos_scores, side="left")
-    hi = np.searchsorted(neg_scores, pos_scores, side="right")
-    n_boot = c.shape[0]
-    out = np.empty(n_boot, dtype=np.float64)
-    block = max(1, _BLOCK_ELEMENTS // max(y.size, 1))
-    for start in range(0, n_boot, block):
-        cb = c[start : start + block].astype(np.float64, copy=False)
-        neg_cum = np.zeros((cb.shape[0], neg_ids.size + 1))
-        np.cumsum(cb[:, neg_ids], axis=1, out=neg_cum[:, 1:])
-        w_pos = cb[:, pos_ids]
-        wins = np.einsum("bi,bi->b", w_pos, neg_cum[:, lo] + neg_cum[:, hi]) / 2.0
-        denom = w_pos.sum(axis=1) * neg_cum[:, -1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start : start + cb.shape[0]] = np.where(denom > 0, wins / denom, np.nan)
-    return out
+    return _SortedAUC(y, s, ids).replicates(c)
 
 
 # ----------------------------------------------------------------- paired difference
@@ -326,22 +347,37 @@ def _seed_arrays(scores_by_seed: Sequence[Any], n: int, name: str) -> list[np.nd
     return arrays
 
 
-def _bootstrap_plan(
-    y: np.ndarray, groups: Any, n_seeds: int, n_boot: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(group ids [N], group counts [B, G], seed counts [B, S]) for one bootstrap.
+def _hierarchical_replicates(
+    y: np.ndarray, groups: Any, arrays: Sequence[np.ndarray], n_boot: int, seed: int
+) -> np.ndarray:
+    """AUC replicates ``[S, B]`` of every score array under the same group resamples.
 
-    Group counts are drawn first, so two calls with the same ``seed`` and test
-    rows resample the same groups whatever the number of seeds.
+    Group counts come from ``default_rng(seed)`` (the same draws as
+    ``group_bootstrap_counts(G, n_boot, default_rng(seed))``), streamed in
+    blocks so ``[B, G]`` is never held at once; every array is sorted once.
     """
     if n_boot < 1:
         raise StatsError(f"n_boot must be ≥ 1, got {n_boot}")
     ids, n_groups = group_index(groups, y.size)
-    rng = np.random.default_rng(seed)
-    counts = group_bootstrap_counts(n_groups, n_boot, rng)
-    # One seed: multinomial(1, [1]) is always [1], so seed resampling is a no-op.
-    seed_counts = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_boot)
-    return ids, counts, seed_counts
+    sorted_arrays = [_SortedAUC(y, s, ids) for s in arrays]
+    reps = np.empty((len(arrays), n_boot))
+    start = 0
+    for counts in _count_blocks(n_groups, n_boot, np.random.default_rng(seed)):
+        for k, sa in enumerate(sorted_arrays):
+            reps[k, start : start + counts.shape[0]] = sa.replicates(counts)
+        start += counts.shape[0]
+    return reps
+
+
+def _seed_counts(n_seeds: int, n_boot: int, seed: int) -> np.ndarray:
+    """How often each seed is drawn per replicate, int ``[B, S]``.
+
+    A stream of its own (``default_rng([seed, 1])``) so the group draws do not
+    depend on the number of seeds. With one seed multinomial(1, [1]) is always
+    [1]: the seed resampling is a no-op.
+    """
+    rng = np.random.default_rng([seed, 1])
+    return rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_boot)
 
 
 def _percentile_interval(
@@ -402,15 +438,10 @@ def paired_difference(
     if len(a) != len(b):
         raise StatsError(f"baseline has {len(a)} seeds but the variant has {len(b)}")
     n_seeds = len(a)
-    ids, counts, seed_counts = _bootstrap_plan(y, groups, n_seeds, n_boot, seed)
     per_seed = tuple(weighted_auc(y, sb) - weighted_auc(y, sa) for sa, sb in zip(a, b))
-    diff = np.stack(
-        [
-            replicate_aucs(y, sb, ids, counts) - replicate_aucs(y, sa, ids, counts)
-            for sa, sb in zip(a, b)
-        ]
-    )  # [S, B]
-    replicates = np.einsum("bs,sb->b", seed_counts, diff) / n_seeds
+    reps = _hierarchical_replicates(y, groups, [*a, *b], n_boot, seed)
+    diff = reps[n_seeds:] - reps[:n_seeds]  # [S, B]
+    replicates = np.einsum("bs,sb->b", _seed_counts(n_seeds, n_boot, seed), diff) / n_seeds
     low, high, valid, n_degenerate = _percentile_interval(replicates, level)
     mean = float(np.mean(per_seed))
     if mean > 0:
@@ -461,9 +492,9 @@ def auc_interval(
     y = _labels(labels)
     _require_both_classes(y)
     arrays = _seed_arrays(scores_by_seed, y.size, "scores_by_seed")
-    ids, counts, seed_counts = _bootstrap_plan(y, groups, len(arrays), n_boot, seed)
     per_seed = tuple(weighted_auc(y, s) for s in arrays)
-    reps = np.stack([replicate_aucs(y, s, ids, counts) for s in arrays])  # [S, B]
+    reps = _hierarchical_replicates(y, groups, arrays, n_boot, seed)  # [S, B]
+    seed_counts = _seed_counts(len(arrays), n_boot, seed)
     replicates = np.einsum("bs,sb->b", seed_counts, reps) / len(arrays)
     low, high, _, n_degenerate = _percentile_interval(replicates, level)
     return AUCInterval(
