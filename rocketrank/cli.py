@@ -28,9 +28,9 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("models list", "training.models_cli", "list versions in a model repository"),
     ("models promote", "training.models_cli", "point `current` at a version"),
     ("models rollback", "training.models_cli", "point `current` at the previous version"),
-    ("features load", "service.features_cli", "fill Redis with user and item features"),
-    ("serve", "service.serve_cli", "start the scoring service"),
-    ("bench serve", "service.bench.serve_cli", "benchmark the HTTP service"),
+    ("features load", "service.commands.features", "fill Redis with user and item features"),
+    ("serve", "service.commands.serve", "start the scoring service"),
+    ("bench serve", "bench.serve.command", "benchmark the HTTP service"),
     ("bench train", "training.bench_cli", "benchmark training throughput and cost"),
 ]
 

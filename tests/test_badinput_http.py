@@ -33,7 +33,7 @@ import pytest
 import service_fixtures as sf
 from fastapi.testclient import TestClient
 
-from service.main import create_app
+from service.app import create_app
 from service.settings import Settings
 
 USER = int(sf.USER_IDS[3])

@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 
-from service.bench.report import render
+from bench.common.report import render
 from training.bench_cli import (
     add_arguments,
     forward_flops,

@@ -23,7 +23,7 @@ import reliability_fixtures as rf
 import service_fixtures as sf
 from fault_proxy import DelayProxy
 
-from service.features_cli import load_features
+from service.commands.features import load_features
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 

@@ -18,7 +18,7 @@ import torch
 from export_fixtures import N_USERS, encoded, item_columns, make_run, write_items
 from fastapi.testclient import TestClient
 
-from service.main import create_app
+from service.app import create_app
 from service.settings import Settings
 from training.export import ExportOptions, export_run
 

@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 from service.api.deps import ServiceState, StateDep
 from service.api.parsing import RequestError, error, parse_rank_request
 from service.api.schemas import EXAMPLE_IDS, EXAMPLE_INLINE, ErrorResponse, RankResponse
-from service.ranking import FeatureValueError, RankResult
+from service.ranking.stages import FeatureValueError, RankResult
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["ranking"])
@@ -306,5 +306,5 @@ async def _receive_body(receive: Receive, declared: str | None, limit: int) -> b
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-#: Mounted before the FastAPI routes (see ``service.main``); serves every POST.
+#: Mounted before the FastAPI routes (see ``service.app``); serves every POST.
 fast_route = Route("/v1/rank", RankEndpoint(), methods=["POST"], include_in_schema=False)

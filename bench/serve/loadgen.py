@@ -46,7 +46,7 @@ from typing import Any
 
 import orjson
 
-from service.bench.percentiles import summarise
+from bench.common.percentiles import summarise
 
 ServerTimingFn = Callable[[Mapping[bytes, bytes], bytes], "tuple[float | None, dict[str, float]]"]
 

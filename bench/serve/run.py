@@ -3,13 +3,13 @@
 One invocation, one machine state, three measurements on the same requests:
 
 1. **bare** -- the exported light net in this process on pre-encoded inputs
-   (:mod:`service.bench.bare`);
+   (:mod:`bench.serve.bare`);
 2. **service** -- ``rocketrank serve`` started as a separate process (uvicorn,
    httptools, uvloop) and driven by the open-loop generator
-   (:mod:`service.bench.loadgen`): ``runs`` runs of ``duration`` seconds at
+   (:mod:`bench.serve.loadgen`): ``runs`` runs of ``duration`` seconds at
    ``rate`` (medians reported), and with ``find_max`` a search for the highest
    rate whose p99 stays within the stage's SLO with zero errors;
-3. **naive** -- :mod:`service.bench.naive_server` on the same artifacts,
+3. **naive** -- :mod:`bench.serve.naive_server` on the same artifacts,
    feature tables and load.
 
 Ratios come from this one invocation: ``server_time_ratio_vs_bare`` = the
@@ -30,14 +30,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common.machine import machine_info
+from bench.common.percentiles import median
+from bench.common.processes import ServerProcess, free_port
+from bench.serve.bare import load_stage_artifacts, measure_bare
+from bench.serve.findmax import SLO_P99_MS, find_max_rate
+from bench.serve.loadgen import build_request, run_load
+from bench.serve.workload import Workload, build_workload
 from models.contract.repository import ModelRepository
-from service.bench.bare import load_stage_artifacts, measure_bare
-from service.bench.findmax import SLO_P99_MS, find_max_rate
-from service.bench.loadgen import build_request, run_load
-from service.bench.machine import machine_info
-from service.bench.percentiles import median
-from service.bench.processes import ServerProcess, free_port
-from service.bench.workload import Workload, build_workload
 
 ROOT = Path(__file__).resolve().parents[2]
 SUSTAINED_P99_MS = 1000.0
@@ -280,7 +280,7 @@ def service_command(cfg: ServeBenchConfig, port: int, models: Mapping[str, str])
 
 def naive_command(cfg: ServeBenchConfig, port: int, models: Mapping[str, str]) -> list[str]:
     threads = cfg.threads
-    cmd = [sys.executable, "-m", "service.bench.naive_server", "--repo", str(cfg.repo)]
+    cmd = [sys.executable, "-m", "bench.serve.naive_server", "--repo", str(cfg.repo)]
     cmd += ["--features", str(cfg.features), "--port", str(port), "--threads", str(threads)]
     cmd += ["--coarse-model", models.get("coarse", ""), "--fine-model", models.get("fine", "")]
     return cmd
@@ -371,7 +371,7 @@ def run_serve_bench(
     if cfg.generator_check_rate:
         port = free_port()
         log(f"load-generator check against a null server on :{port} ...")
-        null_cmd = [sys.executable, "-m", "service.bench.null_server", "--port", str(port)]
+        null_cmd = [sys.executable, "-m", "bench.serve.null_server", "--port", str(port)]
         generator = bench.measure(
             "null",
             null_cmd,

@@ -1,7 +1,7 @@
 """The FastAPI application factory: ``create_app(settings)`` builds the app only.
 
 Run it with ``rocketrank serve`` (which sets the environment and starts
-uvicorn), or ``uvicorn --factory service.main:create_app`` with ``ROCKETRANK_*``
+uvicorn), or ``uvicorn --factory service.app:create_app`` with ``ROCKETRANK_*``
 variables set.
 """
 
@@ -30,8 +30,8 @@ from service.feature_store.base import FeatureStore
 from service.feature_store.embedded import EmbeddedFeatureStore
 from service.feature_store.redis_store import RedisFeatureStore
 from service.metrics import ServiceMetrics
-from service.model_registry import ModelRegistry
-from service.ranking import Ranker
+from service.ranking.stages import Ranker
+from service.registry import ModelRegistry
 from service.settings import Settings, load_settings
 
 log = logging.getLogger("service")

@@ -33,7 +33,7 @@ from models.contract.artifact import ArtifactError, load_artifact
 from models.contract.repository import ModelRepository, RepositoryError
 from service.feature_store.base import FeatureStore
 from service.metrics import ServiceMetrics
-from service.ranking import StageModel
+from service.ranking.stages import StageModel
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
