@@ -11,7 +11,7 @@ from fastapi import Depends, Header, HTTPException, Request
 
 from service.feature_store.base import FeatureStore
 from service.metrics import ServiceMetrics
-from service.ranking.stages import Ranker
+from service.ranking.ranker import Ranker
 from service.registry import ModelRegistry
 from service.settings import Settings
 

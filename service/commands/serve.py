@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     }
     if settings.workers > 1:
         _prepare_multiprocess_dir()
-        uvicorn.run("service.app:create_app", factory=True, workers=settings.workers, **options)
+        uvicorn.run("service.main:app", workers=settings.workers, **options)
     else:
         from service.app import create_app
 

@@ -112,19 +112,6 @@ class ItemTable:
         return cls(np.zeros(0, dtype=np.int64), {}, version)
 
 
-def lookup_sorted(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of a few int64 ``ids`` in sorted int64 ``keys`` (binary search).
-
-    For many ids use :class:`IdIndex` (hash lookups)."""
-    if len(keys) == 0:
-        return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
-    pos = np.searchsorted(keys, ids)
-    np.minimum(pos, len(keys) - 1, out=pos)
-    found = keys[pos] == ids
-    pos[~found] = 0
-    return pos.astype(np.int64, copy=False), found
-
-
 @dataclass(frozen=True)
 class UserLookup:
     """Result of one user-feature lookup.
