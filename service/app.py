@@ -29,8 +29,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         )
         operation, models = rank.openapi_operation()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in models:
-            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for model, mode in models:
+            model_schema = model.model_json_schema(
+                ref_template="#/components/schemas/{model}", mode=mode
+            )
             components.update(model_schema.pop("$defs", {}))
             components[model.__name__] = model_schema
         schema["paths"] = {"/v1/rank": {"post": operation}, **schema.get("paths", {})}

@@ -84,6 +84,8 @@ def verdict(
     return True, "ok"
 
 
+# Long (~85 lines, half of them the docstring): the exponential and bisection phases
+# share the pass/fail bounds and the probe budget, and read best in one place.
 def find_max_rate(
     probe: Callable[[float], Mapping[str, Any]],
     slo_p99_ms: float,

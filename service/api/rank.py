@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -264,12 +265,14 @@ def _schema_ref(name: str) -> dict[str, Any]:
     return {_JSON: {"schema": {"$ref": f"#/components/schemas/{name}"}}}
 
 
-def openapi_operation() -> tuple[dict[str, Any], list[type[BaseModel]]]:
+def openapi_operation() -> tuple[dict[str, Any], list[tuple[type[BaseModel], JsonSchemaMode]]]:
     """The OpenAPI operation of ``POST /v1/rank`` and the models its ``$ref``s name.
 
     Returns:
         ``(operation, models)``: the operation object for ``paths["/v1/rank"]["post"]``
-        and the pydantic models whose schemas belong in ``components.schemas``.
+        and ``(model, mode)`` pairs whose schemas belong in ``components.schemas``
+        (``validation`` for the request body, ``serialization`` for responses, as FastAPI
+        renders them).
     """
     responses: dict[str, Any] = {
         "200": {"description": "Successful Response", "content": _schema_ref("RankResponse")}
@@ -288,4 +291,8 @@ def openapi_operation() -> tuple[dict[str, Any], list[type[BaseModel]]]:
         "requestBody": {"content": body, "required": True},
         "responses": responses,
     }
-    return operation, [RankRequest, RankResponse, ErrorResponse]
+    return operation, [
+        (RankRequest, "validation"),
+        (RankResponse, "serialization"),
+        (ErrorResponse, "serialization"),
+    ]
