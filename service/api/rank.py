@@ -5,7 +5,7 @@ than the thread hand-off, run inline).
 
 Requests are served by :class:`RankEndpoint`, a bare ASGI app: FastAPI's
 routing, dependency injection and response classes cost about as much CPU as
-scoring 10,000 candidates. The OpenAPI document describes the endpoint through
+scoring the candidates (see docs/BENCHMARKS.md). The OpenAPI document describes the endpoint through
 :func:`openapi_operation` (the app factory adds it to the generated document).
 """
 
@@ -48,7 +48,7 @@ _children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
 def _child(metric: Any, *labels: str) -> Any:
     """``metric.labels(*labels)``, cached: prometheus_client's lookup takes a lock and
-    builds a tuple per call, about 7 µs, a dozen times per request."""
+    builds a tuple per call, a dozen times per request (see docs/BENCHMARKS.md)."""
     key = (metric, labels)
     child = _children.get(key)
     if child is None:

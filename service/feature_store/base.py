@@ -34,7 +34,7 @@ class FeatureStoreError(RuntimeError):
 
 
 class IdIndex:
-    """Hash index over unique int64 ids: id -> row in ~0.06 ms for 10,000 ids.
+    """Hash index over unique int64 ids: id -> row (timings: see docs/BENCHMARKS.md).
 
     ``np.searchsorted`` over unsorted query ids costs several times more (cache
     misses of the binary search). The lookup probes pandas' int64 hash table

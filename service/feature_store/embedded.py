@@ -89,7 +89,8 @@ class EmbeddedFeatureStore(FeatureStore):
     def get_user(self, user_id: int) -> UserLookup:
         start = time.perf_counter()
         ids = self._user_ids
-        # A scalar binary search: an array lookup's round trip costs ~10x more for one id.
+        # A scalar binary search: an array lookup's round trip costs far more for one id
+        # (see docs/BENCHMARKS.md).
         row = int(np.searchsorted(ids, np.int64(user_id))) if len(ids) else 0
         if row >= len(ids) or int(ids[row]) != user_id:
             return UserLookup(seconds=time.perf_counter() - start)

@@ -9,7 +9,7 @@ and :meth:`Stage.score` (per request).
   artifact (plus vectors computed once at load for store items the artifact did
   not know); a request costs one ``user_vector`` pass, ``torch.index_select`` of
   the candidate rows and one ``torch.mv`` (advanced indexing ``V[pos]`` is far
-  slower on CPU).
+  slower on CPU; see docs/BENCHMARKS.md).
 * :class:`MLPStage` (fine): item features are encoded once at load with the
   artifact's ``FeatureEncoder`` (the training code's encoder: no train/serve
   skew) and gathered per request; user and context features are encoded per
