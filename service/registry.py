@@ -33,7 +33,7 @@ from models.contract.artifact import ArtifactError, load_artifact
 from models.contract.repository import ModelRepository, RepositoryError
 from service.feature_store.base import FeatureStore
 from service.metrics import ServiceMetrics
-from service.ranking.stages import Stage, build_stage
+from service.ranking.stages import Stage, stage_class
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class ModelRegistry:
 
     def _bind(self, role: str, artifact: Any) -> Stage:
         complete = self.store.items_available()
-        model = build_stage(
+        model = stage_class(artifact.manifest.kind)(
             role,
             artifact,
             self.store.items(),

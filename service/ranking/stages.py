@@ -48,7 +48,7 @@ class Stage:
     """A loaded artifact bound to an item table, ready to score candidates.
 
     Subclasses implement :meth:`bind_items` and :meth:`score`; build one with
-    :func:`build_stage`, which picks the class from the artifact's kind.
+    :func:`stage_class` of the artifact's kind.
 
     Args:
         role: ``coarse`` or ``fine`` (the stage it serves).
@@ -182,6 +182,20 @@ class Stage:
             rows[~found] = len(self.item_ids)  # the trailing default row
         return rows, found
 
+    def _gather(
+        self, candidate_ids: np.ndarray, inline: Mapping[int, Mapping[str, Any]]
+    ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, dict[str, torch.Tensor] | None]:
+        """What :meth:`score` needs of the candidates.
+
+        Returns:
+            ``(rows int64 [K] as a tensor, known bool [K], special int64 [S], the special
+            candidates' encoded item inputs or None)``; special candidates (unknown, or
+            with inline features) are encoded per request.
+        """
+        rows, found = self.lookup(candidate_ids)
+        special, special_inputs = self._special_rows(candidate_ids, found, inline)
+        return torch.from_numpy(rows), found, special, special_inputs
+
     def _special_rows(
         self,
         candidate_ids: np.ndarray,
@@ -288,9 +302,7 @@ class TwoTowerStage(Stage):
         candidate_ids: np.ndarray,
         inline: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> tuple[torch.Tensor, np.ndarray]:
-        rows, found = self.lookup(candidate_ids)
-        pos = torch.from_numpy(rows)
-        special, special_inputs = self._special_rows(candidate_ids, found, inline or {})
+        pos, found, special, special_inputs = self._gather(candidate_ids, inline or {})
         user_vec = self.module.user_vector(dict(side))[0]
         if len(self.item_vectors) <= _FULL_MV_RATIO * len(candidate_ids):
             # Scoring every item reads the table once in order; gathering the candidate
@@ -326,9 +338,7 @@ class MLPStage(Stage):
         candidate_ids: np.ndarray,
         inline: Mapping[int, Mapping[str, Any]] | None = None,
     ) -> tuple[torch.Tensor, np.ndarray]:
-        rows, found = self.lookup(candidate_ids)
-        pos = torch.from_numpy(rows)
-        special, special_inputs = self._special_rows(candidate_ids, found, inline or {})
+        pos, found, special, special_inputs = self._gather(candidate_ids, inline or {})
         k = len(candidate_ids)
         feats = {n: torch.index_select(self.item_inputs[n], 0, pos) for n in self.item_names}
         if special_inputs is not None:
@@ -343,14 +353,10 @@ class MLPStage(Stage):
 _STAGE_CLASSES: dict[str, type[Stage]] = {"two_tower": TwoTowerStage, "mlp": MLPStage}
 
 
-def build_stage(
-    role: str,
-    artifact: Artifact,
-    items: ItemTable,
-    user_id_column: str = "user_id",
-    item_id_column: str = "item_id",
-    items_complete: bool = True,
-) -> Stage:
-    """The stage class for the artifact's kind (``two_tower`` or ``mlp``), bound to ``items``."""
-    cls = _STAGE_CLASSES[artifact.manifest.kind]
-    return cls(role, artifact, items, user_id_column, item_id_column, items_complete)
+def stage_class(kind: str) -> type[Stage]:
+    """The stage class serving artifacts of ``kind`` (``two_tower`` or ``mlp``).
+
+    Raises:
+        KeyError: an unknown kind (the artifact loader refuses those first).
+    """
+    return _STAGE_CLASSES[kind]
