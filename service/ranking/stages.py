@@ -30,8 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.contract.artifact import Artifact
-from models.provenance import sha256_bytes
+from models.contract.artifact import (
+    Artifact,
+    sha256_bytes,  # re-exported from models.provenance
+)
 from service.feature_store.base import IdIndex, ItemTable
 from service.ranking.values import SideCache, check_value
 
