@@ -32,9 +32,9 @@ COMMANDS: list[tuple[str, str, str]] = [
         "training.commands.model_versions",
         "point `current` at the previous version",
     ),
-    ("features load", "service.features_cli", "fill Redis with user and item features"),
-    ("serve", "service.serve_cli", "start the scoring service"),
-    ("bench serve", "service.bench.serve_cli", "benchmark the HTTP service"),
+    ("features load", "service.commands.features", "fill Redis with user and item features"),
+    ("serve", "service.commands.serve", "start the scoring service"),
+    ("bench serve", "bench.serve.command", "benchmark the HTTP service"),
     ("bench train", "bench.train.command", "benchmark training throughput and cost"),
 ]
 

@@ -36,52 +36,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import torch
 
+from bench.common.machine import machine_info
 from bench.train.run import run_train_bench
-from models.provenance import git_commit
 from training.config import ConfigError, load_config
 from training.data.prepare import prepare_data
 from training.loop.trainer import TrainingError
 
 # ----------------------------------------------------------------------------- machine
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    try:
-        load = list(os.getloadavg())
-    except OSError:
-        load = None
-    return {
-        "git_commit": git_commit(mark_dirty=True),
-        "date_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "cpu_model": _cpu_model(),
-        "cores": os.cpu_count(),
-        "load_average_at_start": load,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-    }
 
 
 def format_table(doc: dict[str, Any]) -> str:

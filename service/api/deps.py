@@ -11,8 +11,8 @@ from fastapi import Depends, Header, HTTPException, Request
 
 from service.feature_store.base import FeatureStore
 from service.metrics import ServiceMetrics
-from service.model_registry import ModelRegistry
-from service.ranking import Ranker
+from service.ranking.ranker import Ranker
+from service.registry import ModelRegistry
 from service.settings import Settings
 
 

@@ -20,7 +20,7 @@ import orjson
 from pydantic import ValidationError
 
 from service.api.schemas import INT64_MAX, INT64_MIN, CandidateObject, RankRequestHead
-from service.ranking import RankQuery
+from service.ranking.ranker import RankQuery
 from service.settings import Settings
 
 _MAX_REPORTED = 5

@@ -3,10 +3,10 @@ score and serialise in the service's thread pool, so large requests never block
 the event loop (small bodies against the embedded store, whose work is shorter
 than the thread hand-off, run inline).
 
-Requests are served by :class:`RankEndpoint`, a bare ASGI app mounted ahead of
-the documented FastAPI route: FastAPI's routing, dependency injection and
-response classes cost about as much CPU as scoring 10,000 candidates. The
-FastAPI route stays for the OpenAPI document and answers identically.
+Requests are served by :class:`RankEndpoint`, a bare ASGI app: FastAPI's
+routing, dependency injection and response classes cost about as much CPU as
+scoring the candidates (see docs/BENCHMARKS.md). The OpenAPI document describes the endpoint through
+:func:`openapi_operation` (the app factory adds it to the generated document).
 """
 
 from __future__ import annotations
@@ -17,17 +17,24 @@ import time
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from service.api.deps import ServiceState, StateDep
+from service.api.deps import ServiceState
 from service.api.parsing import RequestError, error, parse_rank_request
-from service.api.schemas import EXAMPLE_IDS, EXAMPLE_INLINE, ErrorResponse, RankResponse
-from service.ranking import FeatureValueError, RankResult
+from service.api.schemas import (
+    EXAMPLE_IDS,
+    EXAMPLE_INLINE,
+    ErrorResponse,
+    RankRequest,
+    RankResponse,
+)
+from service.ranking.ranker import RankResult
+from service.ranking.values import FeatureValueError
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["ranking"])
 
 _JSON = "application/json"
 _DRAIN_LIMIT = 64 * 1024 * 1024
@@ -41,42 +48,12 @@ _children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
 def _child(metric: Any, *labels: str) -> Any:
     """``metric.labels(*labels)``, cached: prometheus_client's lookup takes a lock and
-    builds a tuple per call, about 7 µs, a dozen times per request."""
+    builds a tuple per call, a dozen times per request (see docs/BENCHMARKS.md)."""
     key = (metric, labels)
     child = _children.get(key)
     if child is None:
         child = _children[key] = metric.labels(*labels)
     return child
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body; more than ``limit`` bytes is refused with 413.
-
-    An oversized body is still read (and discarded, up to ``_DRAIN_LIMIT``) so the
-    client, which is usually still sending, receives the 413 instead of a reset
-    connection.
-    """
-    declared = request.headers.get("content-length")
-    try:
-        size = int(declared) if declared is not None else None
-    except ValueError:
-        raise error([], "invalid Content-Length header", "header", status=400) from None
-    too_large = size is not None and size > limit
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            too_large = True
-        if too_large:
-            if received > _DRAIN_LIMIT:
-                break
-            continue
-        chunks.append(chunk)
-    if too_large:
-        shown = size if size is not None else f"more than {received}"
-        raise error([], f"body of {shown} bytes exceeds the limit of {limit}", "too_large", 413)
-    return b"".join(chunks)
 
 
 def check_content_type(value: str | None) -> None:
@@ -153,7 +130,7 @@ def process(
     except RequestError as exc:
         return exc.status, _detail(exc), "invalid"
     parse_ms = (time.perf_counter() - t) * 1e3
-    roles = ("coarse", "fine") if query.stage == "cascade" else (query.stage,)
+    roles = query.roles
     configured = settings.stage_models
     missing = [r for r in roles if r not in configured]
     if missing:
@@ -182,47 +159,6 @@ def process(
     return 200, payload, query.stage
 
 
-@router.post(
-    "/v1/rank",
-    response_model=RankResponse,
-    summary="Rank candidates for a user",
-    responses={
-        413: {"model": ErrorResponse, "description": "body larger than the configured limit"},
-        415: {"model": ErrorResponse, "description": "Content-Type is not application/json"},
-        422: {"model": ErrorResponse, "description": "invalid field (named in detail[].loc)"},
-        503: {"model": ErrorResponse, "description": "the stage's model is not loaded yet"},
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                _JSON: {
-                    "schema": {"$ref": "#/components/schemas/RankRequest"},
-                    "examples": {"ids": EXAMPLE_IDS, "inline": EXAMPLE_INLINE},
-                }
-            },
-        }
-    },
-)
-async def rank(request: Request, state: StateDep) -> Response:
-    """Score `candidates` for `user_id` with the coarse and/or fine light net; best first.
-
-    Ids are int64. `unknown_item_ids` lists candidates scored with default
-    features; `degraded` is true when the feature store could not answer.
-    """
-    start = time.perf_counter()
-    try:
-        body = await read_body(request, state.settings.max_body_bytes)
-        check_content_type(request.headers.get("content-type"))
-    except RequestError as exc:
-        status, payload, stage = exc.status, _detail(exc), "invalid"
-    else:
-        status, payload, stage = await _run(state, body, start)
-    seconds = _observe(state, stage, status, start)
-    timing = {"Server-Timing": f"total;dur={seconds * 1e3:.3f}"}
-    return Response(payload, status_code=status, media_type=_JSON, headers=timing)
-
-
 async def _run(state: ServiceState, body: bytes, start: float) -> tuple[int, bytes, str]:
     if len(body) <= _INLINE_BODY_BYTES and state.store.kind in _INLINE_STORES:
         return process(state, body, start, time.perf_counter())
@@ -241,7 +177,7 @@ def _observe(state: ServiceState, stage: str, status: int, start: float) -> floa
 
 
 class RankEndpoint:
-    """``POST /v1/rank`` as a bare ASGI app: same answers as :func:`rank`, less CPU."""
+    """``POST /v1/rank`` as a bare ASGI app (see the module docstring for why)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
@@ -277,7 +213,15 @@ class RankEndpoint:
 
 
 async def _receive_body(receive: Receive, declared: str | None, limit: int) -> bytes | None:
-    """:func:`read_body` on raw ASGI messages; None when the client disconnected."""
+    """The request body; more than ``limit`` bytes is refused with 413.
+
+    An oversized body is still read (and discarded, up to ``_DRAIN_LIMIT``) so the
+    client, which is usually still sending, receives the 413 instead of a reset
+    connection.
+
+    Returns:
+        The body, or None when the client disconnected.
+    """
     try:
         size = int(declared) if declared is not None else None
     except ValueError:
@@ -306,5 +250,49 @@ async def _receive_body(receive: Receive, declared: str | None, limit: int) -> b
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-#: Mounted before the FastAPI routes (see ``service.main``); serves every POST.
-fast_route = Route("/v1/rank", RankEndpoint(), methods=["POST"], include_in_schema=False)
+#: The route the app factory mounts (``service.app``); documented by openapi_operation().
+route = Route("/v1/rank", RankEndpoint(), methods=["POST"], include_in_schema=False)
+
+_ERRORS = {
+    413: "body larger than the configured limit",
+    415: "Content-Type is not application/json",
+    422: "invalid field (named in detail[].loc)",
+    503: "the stage's model is not loaded yet",
+}
+
+
+def _schema_ref(name: str) -> dict[str, Any]:
+    return {_JSON: {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+
+def openapi_operation() -> tuple[dict[str, Any], list[tuple[type[BaseModel], JsonSchemaMode]]]:
+    """The OpenAPI operation of ``POST /v1/rank`` and the models its ``$ref``s name.
+
+    Returns:
+        ``(operation, models)``: the operation object for ``paths["/v1/rank"]["post"]``
+        and ``(model, mode)`` pairs whose schemas belong in ``components.schemas``
+        (``validation`` for the request body, ``serialization`` for responses, as FastAPI
+        renders them).
+    """
+    responses: dict[str, Any] = {
+        "200": {"description": "Successful Response", "content": _schema_ref("RankResponse")}
+    }
+    for status, text in _ERRORS.items():
+        responses[str(status)] = {"description": text, "content": _schema_ref("ErrorResponse")}
+    body = _schema_ref("RankRequest")
+    body[_JSON]["examples"] = {"ids": EXAMPLE_IDS, "inline": EXAMPLE_INLINE}
+    operation = {
+        "tags": ["ranking"],
+        "summary": "Rank candidates for a user",
+        "description": "Score `candidates` for `user_id` with the coarse and/or fine light "
+        "net; best first.\n\nIds are int64. `unknown_item_ids` lists candidates scored "
+        "with default\nfeatures; `degraded` is true when the feature store could not answer.",
+        "operationId": "rank_v1_rank_post",
+        "requestBody": {"content": body, "required": True},
+        "responses": responses,
+    }
+    return operation, [
+        (RankRequest, "validation"),
+        (RankResponse, "serialization"),
+        (ErrorResponse, "serialization"),
+    ]

@@ -34,7 +34,7 @@ class FeatureStoreError(RuntimeError):
 
 
 class IdIndex:
-    """Hash index over unique int64 ids: id -> row in ~0.06 ms for 10,000 ids.
+    """Hash index over unique int64 ids: id -> row (timings: see docs/BENCHMARKS.md).
 
     ``np.searchsorted`` over unsorted query ids costs several times more (cache
     misses of the binary search). The lookup probes pandas' int64 hash table
@@ -110,19 +110,6 @@ class ItemTable:
     @classmethod
     def empty(cls, version: str = "empty") -> ItemTable:
         return cls(np.zeros(0, dtype=np.int64), {}, version)
-
-
-def lookup_sorted(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of a few int64 ``ids`` in sorted int64 ``keys`` (binary search).
-
-    For many ids use :class:`IdIndex` (hash lookups)."""
-    if len(keys) == 0:
-        return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
-    pos = np.searchsorted(keys, ids)
-    np.minimum(pos, len(keys) - 1, out=pos)
-    found = keys[pos] == ids
-    pos[~found] = 0
-    return pos.astype(np.int64, copy=False), found
 
 
 @dataclass(frozen=True)

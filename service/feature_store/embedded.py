@@ -7,7 +7,6 @@ sorted int64 ids, so a user lookup costs microseconds and never fails.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.contract.artifact import sha256_file  # re-exported from models.provenance
 from service.feature_store.base import (
     FeatureStore,
     FeatureStoreError,
@@ -57,11 +57,8 @@ def read_table(path: Path, id_column: str) -> tuple[np.ndarray, dict[str, np.nda
 
 
 def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:16]
+    """The first 16 hex digits of the file's sha256 (the table's version)."""
+    return sha256_file(path)[:16]
 
 
 class EmbeddedFeatureStore(FeatureStore):
@@ -92,7 +89,8 @@ class EmbeddedFeatureStore(FeatureStore):
     def get_user(self, user_id: int) -> UserLookup:
         start = time.perf_counter()
         ids = self._user_ids
-        # A scalar binary search: lookup_sorted's array round trip costs ~10x more for one id.
+        # A scalar binary search: an array lookup's round trip costs far more for one id
+        # (see docs/BENCHMARKS.md).
         row = int(np.searchsorted(ids, np.int64(user_id))) if len(ids) else 0
         if row >= len(ids) or int(ids[row]) != user_id:
             return UserLookup(seconds=time.perf_counter() - start)

@@ -13,7 +13,7 @@ import time
 import orjson
 import pytest
 
-from service.bench.loadgen import (
+from bench.serve.loadgen import (
     LoadGenError,
     OpenLoopGenerator,
     build_request,
@@ -198,7 +198,7 @@ def test_server_time_sources_in_order_of_preference():
 
 
 def test_read_response_rejects_a_garbage_status_line():
-    from service.bench.loadgen import HTTPProtocolError
+    from bench.serve.loadgen import HTTPProtocolError
 
     async def main():
         reader = asyncio.StreamReader()

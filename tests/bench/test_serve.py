@@ -14,12 +14,12 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from service.bench.bare import BareRequest, FeatureTable, load_stage_artifacts
-from service.bench.naive_server import NaiveScorer, ServerTimeHeader, create_naive_app
-from service.bench.report import render
-from service.bench.serve_bench import BenchError, ServeBenchConfig, median_summary, run_serve_bench
-from service.bench.serve_cli import format_table
-from service.bench.workload import WorkloadError, build_workload
+from bench.common.report import render
+from bench.serve.bare import BareRequest, FeatureTable, load_stage_artifacts
+from bench.serve.command import format_table
+from bench.serve.naive_server import NaiveScorer, ServerTimeHeader, create_naive_app
+from bench.serve.run import BenchError, ServeBenchConfig, median_summary, run_serve_bench
+from bench.serve.workload import WorkloadError, build_workload
 from tests.helpers import service as sf
 
 REQUIRED_KEYS = {

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.bench.findmax import find_max_rate, verdict
-from service.bench.percentiles import percentile, summarise
+from bench.common.percentiles import percentile, summarise
+from bench.serve.findmax import find_max_rate, verdict
 
 # ----------------------------------------------------------------------------- percentiles
 

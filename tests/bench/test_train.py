@@ -13,6 +13,7 @@ import json
 import pytest
 import torch
 
+from bench.common.report import render
 from bench.train.command import add_arguments, run
 from bench.train.run import (
     forward_flops,
@@ -23,7 +24,6 @@ from bench.train.run import (
     run_train_bench,
     time_variant,
 )
-from service.bench.report import render
 from training.ablate.variants import with_variant
 from training.config import load_config
 from training.data.prepare import prepare_data

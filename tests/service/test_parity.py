@@ -17,7 +17,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from service.main import create_app
+from service.app import create_app
 from service.settings import Settings
 from tests.helpers.export import N_USERS, encoded, item_columns, make_run, write_items
 from training.export.export import ExportOptions, export_run

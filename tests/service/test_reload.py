@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.contract.repository import ModelRepository
-from service.main import create_app
+from service.app import create_app
 from service.settings import Settings
 from tests.helpers import service as sf
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.main import create_app
+from service.app import create_app
 from service.settings import Settings, SettingsError, load_settings
 from tests.helpers import service as sf
 

@@ -14,10 +14,10 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.app import create_app
+from service.commands.features import load_features
 from service.feature_store.breaker import BreakerState, CircuitBreaker
 from service.feature_store.redis_store import RedisFeatureStore, RedisLayout
-from service.features_cli import load_features
-from service.main import create_app
 from service.settings import Settings
 from tests.helpers import service as sf
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.ranking import _cache_key
+from service.ranking.values import _cache_key
 
 
 def test_equal_values_of_different_types_get_different_keys() -> None:

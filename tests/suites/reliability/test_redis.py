@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import pytest
 import redis
 
-from service.features_cli import load_features
+from service.commands.features import load_features
 from tests.helpers import reliability as rf
 from tests.helpers import service as sf
 from tests.helpers.fault_proxy import DelayProxy

@@ -1,4 +1,4 @@
-"""The soak benchmark's measurements (``service/bench/soak.py``) and a short run.
+"""The soak benchmark's measurements (``bench/serve/soak.py``) and a short run.
 
 The soak itself is a benchmark command (minutes long, figures in
 docs/RELIABILITY.md); here its memory accounting is checked against a process
@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from service.bench.loadgen import RunResult
-from service.bench.soak import group_rss_bytes, main, rss_growth, windows
+from bench.serve.loadgen import RunResult
+from bench.serve.soak import group_rss_bytes, main, rss_growth, windows
 from tests.helpers import service as sf
 
 ALLOCATE = "import sys, time; b = bytearray(int(sys.argv[1])); b[::4096] = b'x' * len(b[::4096]); print('ready', flush=True); time.sleep(60)"  # noqa: E501

@@ -1,6 +1,6 @@
 """Loaded models, hot reload and rollback.
 
-The registry holds one :class:`StageModel` per configured stage in a dict that
+The registry holds one :class:`Stage` per configured stage in a dict that
 is *replaced*, never mutated: a request takes :meth:`ModelRegistry.snapshot`
 once and uses those models to the end, so a swap never mixes versions inside
 a request and never fails one.
@@ -33,7 +33,7 @@ from models.contract.artifact import ArtifactError, load_artifact
 from models.contract.repository import ModelRepository, RepositoryError
 from service.feature_store.base import FeatureStore
 from service.metrics import ServiceMetrics
-from service.ranking import StageModel
+from service.ranking.stages import Stage, stage_class
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -84,14 +84,14 @@ class ModelRegistry:
         self.repository = ModelRepository(settings.repo)
         self.store = store
         self.metrics = metrics
-        self._models: Mapping[str, StageModel] = {}
+        self._models: Mapping[str, Stage] = {}
         self._failed: dict[str, str] = {}
         self._load_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # ----------------------------------------------------------------- queries
-    def snapshot(self) -> Mapping[str, StageModel]:
+    def snapshot(self) -> Mapping[str, Stage]:
         """The models serving now (an immutable mapping; hold it for a whole request)."""
         return self._models
 
@@ -108,7 +108,7 @@ class ModelRegistry:
         root = str(self.repository.root.resolve())
         return message.replace(root, "REPO").replace(str(self.repository.root), "REPO")
 
-    def _build(self, role: str, path: Path) -> StageModel:
+    def _build(self, role: str, path: Path) -> Stage:
         artifact = load_artifact(path)
         if artifact.manifest.stage != role:
             raise ArtifactError(
@@ -116,9 +116,9 @@ class ModelRegistry:
             )
         return self._bind(role, artifact)
 
-    def _bind(self, role: str, artifact: Any) -> StageModel:
+    def _bind(self, role: str, artifact: Any) -> Stage:
         complete = self.store.items_available()
-        model = StageModel(
+        model = stage_class(artifact.manifest.kind)(
             role,
             artifact,
             self.store.items(),
@@ -129,7 +129,7 @@ class ModelRegistry:
         model.warm_up(self.settings.warmup_rounds)
         return model
 
-    def _swap(self, role: str, model: StageModel) -> None:
+    def _swap(self, role: str, model: Stage) -> None:
         previous = self._models.get(role)
         models = dict(self._models)
         models[role] = model

@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.common.percentiles import summarise
+from bench.serve.workload import RankCall
 from models.contract.artifact import Artifact, load_artifact
 from models.contract.repository import ModelRepository
-from service.bench.percentiles import summarise
-from service.bench.workload import RankCall
 
 
 class FeatureTable:

@@ -1,14 +1,18 @@
-"""What a benchmark ran on: CPU model, cores, load, library versions, date."""
+"""What a benchmark ran on: CPU model, cores, load, torch threads, library versions, date.
+
+The one machine description of every benchmark document (serve and train).
+"""
 
 from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from models.provenance import git_commit
 
 
 def cpu_model() -> str:
@@ -22,29 +26,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _git_commit() -> str | None:
-    """HEAD of the checkout the benchmark ran from (``+dirty`` with uncommitted changes)."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode != 0:
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
 def machine_info() -> dict[str, Any]:
-    """JSON-ready description of the machine and software (torch imported lazily)."""
+    """JSON-ready description of the machine and software (torch imported lazily).
+
+    Keys: ``git_commit`` (``+dirty`` with uncommitted changes), ``date_utc``,
+    ``cpu_model``, ``cores``, ``load_average_at_start``, ``python``, ``torch``,
+    ``torch_threads`` (intra-op threads of this process) and ``platform``.
+    """
     import torch
 
     try:
@@ -52,13 +40,14 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         load = None
     return {
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(Path(__file__).resolve().parent, mark_dirty=True),
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
         "load_average_at_start": load,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
     }
 

@@ -11,7 +11,6 @@ sees a half-written version: the pointer moves last.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import orjson
 import pyarrow.parquet as pq
 import redis
 
+from models.contract.artifact import sha256_files
 from service.feature_store.embedded import ITEMS_FILE, USERS_FILE
 from service.feature_store.redis_store import LAYOUT_FORMAT, RedisLayout
 
@@ -47,12 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def data_version(*paths: Path) -> str:
     """Digest of the files' bytes: the same data always gets the same version."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return "v" + digest.hexdigest()[:16]
+    return "v" + sha256_files(paths)[:16]
 
 
 def _batches(path: Path, rows: int) -> Iterator[list[dict[str, Any]]]:

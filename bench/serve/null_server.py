@@ -4,7 +4,7 @@ It measures the *load generator*: driven at the benchmark's rate and body
 size, its latencies are the floor of what the harness can resolve (client
 scheduling, loopback, reading the body). ``GET /readyz`` answers 200.
 
-Run: ``python -m service.bench.null_server --port P``.
+Run: ``python -m bench.serve.null_server --port P``.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ request of each shape, torch's caches) are not counted as a leak.
 
 Usage::
 
-    python -m service.bench.soak --repo REPO --features DATA --duration 120 \\
+    python -m bench.serve.soak --repo REPO --features DATA --duration 120 \\
         --rate 100 --out soak.json
-    python -m service.bench.soak --repo REPO --features DATA --max-rate 250 --out soak.json
+    python -m bench.serve.soak --repo REPO --features DATA --max-rate 250 --out soak.json
 
 Exit code 0 when the soak passed, 1 when it failed, 2 for bad arguments.
 """
@@ -37,10 +37,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from service.bench.loadgen import RunResult, build_request, run_load
-from service.bench.percentiles import summarise
-from service.bench.processes import ServerProcess, free_port
-from service.bench.workload import STAGE_DEFAULTS, WorkloadError, build_workload
+from bench.common.percentiles import summarise
+from bench.common.processes import ServerProcess, free_port
+from bench.serve.loadgen import RunResult, build_request, run_load
+from bench.serve.workload import STAGE_DEFAULTS, WorkloadError, build_workload
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.bench.soak", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.serve.soak", description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

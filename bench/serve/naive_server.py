@@ -24,7 +24,7 @@ not block the event loop: the tutorial's better half). An ASGI wrapper puts the
 time from the request's arrival at the app to the start of the response
 (parse + handler + serialisation) in an ``x-server-time-ms`` header.
 
-Run: ``python -m service.bench.naive_server --repo REPO --features DIR --port P``.
+Run: ``python -m bench.serve.naive_server --repo REPO --features DIR --port P``.
 """
 
 from __future__ import annotations

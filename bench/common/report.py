@@ -1,6 +1,6 @@
 """Render benchmark JSON documents as the Markdown tables of ``docs/BENCHMARKS.md``.
 
-Run: ``python -m service.bench.report bench/*.json`` (serve and train documents,
+Run: ``python -m bench.common.report bench/*.json`` (serve and train documents,
 in any order). Numbers are copied from the JSON, never retyped by hand.
 """
 
@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from service.bench.serve_bench import cpu_per_request
+from bench.serve.run import cpu_per_request
 
 
 def _f(v: Any, digits: int = 2) -> str:

@@ -91,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
     }
     if settings.workers > 1:
         _prepare_multiprocess_dir()
-        uvicorn.run("service.main:create_app", factory=True, workers=settings.workers, **options)
+        uvicorn.run("service.main:app", workers=settings.workers, **options)
     else:
-        from service.main import create_app
+        from service.app import create_app
 
         uvicorn.run(create_app(settings), **options)
     return 0

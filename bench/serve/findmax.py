@@ -1,7 +1,7 @@
 """Search for the highest request rate a server sustains within its latency SLO.
 
 A rate *passes* when the run had zero errors, its p99 latency (measured from
-the due time, see :mod:`service.bench.loadgen`) is at most the SLO, and the
+the due time, see :mod:`bench.serve.loadgen`) is at most the SLO, and the
 achieved QPS is at least ``min_achieved`` of the offered rate (a server that
 silently falls behind fails even if the answers it did give were quick).
 
@@ -84,6 +84,8 @@ def verdict(
     return True, "ok"
 
 
+# Long (~85 lines, half of them the docstring): the exponential and bisection phases
+# share the pass/fail bounds and the probe budget, and read best in one place.
 def find_max_rate(
     probe: Callable[[float], Mapping[str, Any]],
     slo_p99_ms: float,
@@ -100,7 +102,7 @@ def find_max_rate(
 
     Args:
         probe: runs the load at a rate and returns its summary
-            (:meth:`service.bench.loadgen.RunResult.summary`).
+            (:meth:`bench.serve.loadgen.RunResult.summary`).
         slo_p99_ms: p99 bound in ms.
         start_rate: first rate tried.
         max_rate: upper bound of the search (a pass here ends it with ``capped``).

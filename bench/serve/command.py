@@ -6,7 +6,7 @@ Example (the design's coarse goal, with the max-throughput search)::
         --rate 100 --duration 10 --runs 3 --find-max --out bench/coarse.json
 
 Prints a short table and writes the JSON document described in
-``service.bench.serve_bench`` (keys ``qps, errors, p50_ms, p95_ms, p99_ms,
+``bench.serve.run`` (keys ``qps, errors, p50_ms, p95_ms, p99_ms,
 p999_ms, server_time_ratio_vs_bare, speedup_vs_naive`` and the details).
 """
 
@@ -21,14 +21,14 @@ from typing import Any
 
 import orjson
 
+from bench.common.processes import ServerStartError
+from bench.common.report import median_steps
+from bench.serve.findmax import SLO_P99_MS
+from bench.serve.loadgen import LoadGenError
+from bench.serve.run import BenchError, ServeBenchConfig, run_serve_bench
+from bench.serve.workload import WorkloadError
 from models.contract.artifact import ArtifactError
 from models.contract.repository import RepositoryError
-from service.bench.findmax import SLO_P99_MS
-from service.bench.loadgen import LoadGenError
-from service.bench.processes import ServerStartError
-from service.bench.report import median_steps
-from service.bench.serve_bench import BenchError, ServeBenchConfig, run_serve_bench
-from service.bench.workload import WorkloadError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,1 @@
+"""The service's CLI verbs (``serve``, ``features load``): parse arguments, call the package."""
