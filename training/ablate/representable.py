@@ -17,8 +17,7 @@ scored with
 What is left is a function of (user, item) (and the served context), so the
 gap to it is one the student could in principle close::
 
-    logits = representable_teacher_logits(model, data.test, data.train, data.dataset.encoder,
-                                          item_id=data.dataset.schema.ids.item)
+    logits = representable_teacher_on(model, data, "test")   # data: PreparedData
     rep_auc = auc(data.test.labels[data.label].numpy(), logits)
     gap_closed_against(light_auc, light_alone_auc, rep_auc)
 
@@ -41,6 +40,7 @@ from torch import Tensor
 
 from models.contract.features import FeatureEncoder, Side
 from training.data.dataset import Batch
+from training.data.prepare import PreparedData
 from training.evaluate import gap_closed
 
 
@@ -268,6 +268,33 @@ def representable_teacher_logits(
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 
+def representable_teacher_on(
+    model: Teacher,
+    data: PreparedData,
+    split: str = "test",
+    *,
+    spec: RepresentableSpec = RepresentableSpec(),
+    batch_size: int = 8_192,
+) -> np.ndarray:
+    """:func:`representable_teacher_logits` on ``data.test`` (or ``"valid"``) of a prepared run.
+
+    Raises:
+        ValueError: the prepared data has no such split.
+    """
+    target = {"test": data.test, "valid": data.valid}.get(split)
+    if target is None:
+        raise ValueError(f"no {split!r} split to score (prepared splits: test, valid)")
+    return representable_teacher_logits(
+        model,
+        target,
+        data.train,
+        data.dataset.encoder,
+        spec=spec,
+        item_id=data.dataset.schema.ids.item,
+        batch_size=batch_size,
+    )
+
+
 def gap_closed_against(
     light_auc: float, light_alone_auc: float, teacher_auc: float
 ) -> float | None:
@@ -292,4 +319,5 @@ __all__ = [
     "reference_code",
     "representable_features",
     "representable_teacher_logits",
+    "representable_teacher_on",
 ]

@@ -205,3 +205,37 @@ def test_gap_closed_against_a_hand_computation() -> None:
     assert gap_closed_against(0.72, 0.70, 0.70) is None  # no gap to close
     assert gap_closed_against(0.72, 0.70, 0.69) is None
     assert gap_closed_against(math.nan, 0.70, 0.78) is None
+
+
+def test_an_untrained_joint_model_on_the_synthetic_log(tmp_path) -> None:
+    from tests.helpers.trainer import tiny_config, write_tiny_data
+    from training.ablate.representable import representable_teacher_on
+    from training.data.prepare import prepare_data
+    from training.loop.build import build_model
+
+    cfg = tiny_config("rocket", light="two_tower")
+    data = prepare_data(write_tiny_data(tmp_path / "data", rows=3_000), cfg, cache=False)
+    model, _ = build_model(cfg, data)
+    assert data.test is not None
+    before = {k: v.clone() for k, v in data.test.features.items()}
+    logits = representable_teacher_on(model, data, "test")
+    assert logits.shape == (len(data.test),) and np.isfinite(logits).all()
+    for name, values in before.items():
+        assert torch.equal(data.test.features[name], values), name
+    # what is left is a function of (user, served features): the realised privileged
+    # values of a row (here shuffled across rows) do not change its logit
+    test = data.test
+    shuffled = {
+        k: v[torch.randperm(len(test), generator=torch.Generator().manual_seed(0))]
+        if k in model.privileged
+        else v
+        for k, v in test.features.items()
+    }
+    other = EncodedSplit(EncodedColumns(shuffled, test.labels, test.group, test.user))
+    assert not torch.equal(
+        other.features["user_cat_clicks_7d"], test.features["user_cat_clicks_7d"]
+    )
+    again = representable_teacher_logits(
+        model, other, data.train, data.dataset.encoder, item_id="item_id"
+    )
+    np.testing.assert_allclose(again, logits, rtol=1e-5, atol=1e-6)
