@@ -24,6 +24,12 @@ itself comes from a noisy previous ranker, as in a real log. Conversions on
 clicked rows are driven by a purchase intent that shows in post-click
 behaviour (dwell time, reviews viewed, chat with the seller, add to cart).
 
+That paragraph is the default ``feed`` world. Its parameters, and those of
+the other worlds (``interests``: best of several interests instead of a dot
+product, a dominant per (user, category) taste, weaker position bias, a heavier
+item tail, users who join late), are typed data in :mod:`training.synth.worlds`;
+``world="interests"`` selects one.
+
 Everything is vectorised numpy; the only Python loop runs over days (the
 daily feature job), and the output is a deterministic function of the
 arguments.
@@ -32,6 +38,7 @@ Usage::
 
     frames = generate(rows=200_000, seed=1)       # dict of DataFrames
     stats = write("data/", rows=200_000, seed=1)  # Parquet + schema.yaml + stats.json
+    frames = generate(rows=200_000, seed=1, world="interests")
 """
 
 # Over 400 lines: the generative story (requests, pages, clicks, conversions, files) is
