@@ -219,6 +219,11 @@ def test_an_untrained_joint_model_on_the_synthetic_log(tmp_path) -> None:
     assert data.test is not None
     before = {k: v.clone() for k, v in data.test.features.items()}
     logits = representable_teacher_on(model, data, "test")
+    feats = representable_features(
+        data.test, data.train, data.dataset.encoder, model.privileged, item_id="item_id"
+    )
+    top = int(data.dataset.encoder.encode_column("position", np.array([1]))[0])
+    assert set(feats["position"].tolist()) == {top}  # whole pages: a tie, won by position 1
     assert logits.shape == (len(data.test),) and np.isfinite(logits).all()
     for name, values in before.items():
         assert torch.equal(data.test.features[name], values), name
