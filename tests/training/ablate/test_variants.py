@@ -87,7 +87,7 @@ def test_overrides_apply_last_and_are_validated_strictly():
         apply_overrides(cfg, {"optim": {"epochs": "3"}})
     with pytest.raises(ConfigError, match="not an overridable section"):
         apply_overrides(cfg, {"seed": {"x": 1}})
-    with pytest.raises(ConfigError, match="distill.variant"):
+    with pytest.raises(ConfigError, match=r"distill\.variant"):
         apply_overrides(cfg, {"distill": {"variant": "pfd"}})
     with pytest.raises(ConfigError, match="λ must be <= 1"):
         variant_config(cfg, Variant.PFD, {"distill": {"lambda": 2.0}})
@@ -133,7 +133,7 @@ def test_check_reusable_refuses_a_run_of_another_config(tmp_path):
     assert check_reusable(run, {"seed": 0}) is None  # nothing finished: train it
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps({"light": {"auc": 0.7}}))
-    with pytest.raises(TrainingError, match="no config.json"):
+    with pytest.raises(TrainingError, match=r"no config\.json"):
         check_reusable(run, {"seed": 0})
     (run / "config.json").write_text(json.dumps({"seed": 0, "distill": {"lambda": 0.5}}))
     assert check_reusable(run, {"seed": 0, "distill": {"lambda": 0.5}}) == {"light": {"auc": 0.7}}
