@@ -229,3 +229,13 @@ def test_tuned_ablation_chooses_on_validation_and_reads_test_once(data_dir, tmp_
         assert final["split"] == "test"
     md = (out / "report.md").read_text()
     assert "## Tuning (validation split only)" in md and "2 trials" in md
+
+
+def test_without_optuna_the_fallback_says_so(monkeypatch):
+    monkeypatch.setattr(tune, "optuna", None)
+    assert "optuna is not installed" in tune.sampler_message()
+    assert "random search" in tune.sampler_message()
+    sampler = tune.make_sampler([LR_DENSE, EPOCHS], seed=0)
+    assert isinstance(sampler, tune.RandomSampler)
+    params = sampler.ask()
+    assert LR_DENSE.contains(params["lr_dense"]) and EPOCHS.contains(params["epochs"])
