@@ -111,8 +111,10 @@ def plot_ablation(rows: Sequence[Mapping[str, Any]], path: str | Path, title: st
     # symmetric around 0, with room on the right for the labels
     ax.set_xlim(-reach * 1.15, reach * 1.9)
     ax.set_ylim(-0.7, max(len(shown), 1) - 0.3)
-    ax.set_xlabel("Δ test AUC vs light_alone (paired; dot = mean over seeds, bar = 95% CI, "
-                  "small marks = single seeds; grey = interval includes 0)")  # fmt: skip
+    ax.set_xlabel(
+        "Δ test AUC vs light_alone (paired on the same test rows)\n"
+        "dot = mean over seeds, bar = 95% CI, diamonds = single seeds; grey = CI includes 0"
+    )
     ax.set_title(f"light-net gain over light_alone {f'({title})' if title else ''}".strip())
     if not shown:
         ax.text(0.5, 0.5, "no distilled variant (or no light_alone) to compare",
