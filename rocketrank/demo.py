@@ -152,8 +152,8 @@ def _print_gains(report_path: Path, stage: str) -> None:
     if noise:
         print(
             f"  The interval includes 0 for {', '.join(noise)}: at this demo's scale "
-            f"({seeds} seeds) those gains cannot be told from noise. A claim needs more rows and "
-            "seeds (rocketrank ablate --seeds 5 on 1M rows)."
+            f"({seeds} seeds) those differences cannot be told from noise. A claim needs more "
+            "rows and seeds (rocketrank ablate --seeds 5 on 1M rows)."
         )
 
 
