@@ -81,22 +81,26 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"rocketrank {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # The subparsers carry no help= so argparse does not list them a second time:
+    # the epilog lists every command, nested ones by their full path.
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="one of the commands below")
     groups: dict[str, argparse._SubParsersAction] = {}
     for path, _, help_text in COMMANDS:
         words = path.split()
         target = sub
         if len(words) == 2:
             if words[0] not in groups:
-                children = [p.split()[1] for p in _PATHS if p.split()[0] == words[0]]
+                children = [p for p in _PATHS if p.split()[0] == words[0]]
                 group_parser = sub.add_parser(
-                    words[0], help=f"{' | '.join(children)}", description=f"{words[0]} commands"
+                    words[0],
+                    description="\n".join(f"{c}: {_PATHS[c][1]}" for c in children),
+                    formatter_class=argparse.RawDescriptionHelpFormatter,
                 )
                 groups[words[0]] = group_parser.add_subparsers(
                     dest=f"{words[0]}_command", metavar="SUBCOMMAND", required=True
                 )
             target = groups[words[0]]
-        target.add_parser(words[-1], help=help_text, description=help_text)
+        target.add_parser(words[-1], description=help_text)
     return parser
 
 

@@ -71,7 +71,14 @@ def run(args: argparse.Namespace) -> int:
         result = predict_log(
             args.model, source, args.out, args.chunk_rows, progress=not args.no_progress
         )
-    except (ModelRefError, ArtifactError, DataReadError, SchemaError, ContractError, ValueError) as exc:
+    except (
+        ModelRefError,
+        ArtifactError,
+        DataReadError,
+        SchemaError,
+        ContractError,
+        ValueError,
+    ) as exc:
         print(f"rocketrank predict: {exc}", file=sys.stderr)
         return 2
     print(f"{result.model}: scored {result.rows:,} rows -> {result.out}")

@@ -87,7 +87,9 @@ def predict_log(
             logits = score_columns(artifact, with_side_features(schema, chunk, side), chunk_rows)
             table = pa.table(
                 {
-                    **{c: pa.array(np.asarray(chunk[c], dtype=np.int64)) for c in ids if c in chunk},
+                    **{
+                        c: pa.array(np.asarray(chunk[c], dtype=np.int64)) for c in ids if c in chunk
+                    },
                     "logit": pa.array(logits.astype(np.float32)),
                     "score": pa.array(sigmoid(logits).astype(np.float32)),
                 }

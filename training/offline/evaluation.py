@@ -49,7 +49,9 @@ def find_log(data: Path, split: str | None, schema_path: Path | None = None) -> 
     if split not in files.splits:
         known = ", ".join(sorted(files.splits)) or "none"
         raise DataReadError(f"--split {split}: {data} has no {split} split (splits: {known})")
-    return LogSource(files.splits[split], resolve_schema(files, schema_path), files.side_tables, split)
+    return LogSource(
+        files.splits[split], resolve_schema(files, schema_path), files.side_tables, split
+    )
 
 
 def evaluate_artifact(model: str | Path, source: LogSource) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import torch
 
 from models.contract.artifact import Artifact
 from training.data.encoding import encode_features
-from training.data.readers import Columns, read_columns, read_table, join_side_tables
+from training.data.readers import Columns, join_side_tables, read_columns
 from training.data.schema import Schema
 
 CHUNK_ROWS = 65_536
@@ -47,9 +47,7 @@ def read_side_tables(paths: Mapping[str, Path], schema: Schema) -> dict[str, Col
     return {name: read_columns(path, schema) for name, path in paths.items()}
 
 
-def with_side_features(
-    schema: Schema, columns: Columns, side: Mapping[str, Columns]
-) -> Columns:
+def with_side_features(schema: Schema, columns: Columns, side: Mapping[str, Columns]) -> Columns:
     """``columns`` plus the served features joined from the side tables."""
     return join_side_tables(schema, columns, side) if side else dict(columns)
 
@@ -93,7 +91,6 @@ __all__ = [
     "LogColumns",
     "log_columns",
     "read_side_tables",
-    "read_table",
     "score_columns",
     "with_side_features",
 ]

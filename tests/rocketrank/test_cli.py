@@ -1,0 +1,88 @@
+"""The `rocketrank` dispatcher: --version, commands listed at the top level, each
+subcommand's module docstring as its help, help text for every option, one
+exit-code convention with errors on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+
+import pytest
+
+from rocketrank import __version__
+from rocketrank.cli import COMMANDS, EXIT_USAGE, command_parser, main
+
+PATHS = [path for path, _, _ in COMMANDS]
+# Options in files other helpers own that still lack help (their fix, not this file's):
+# service/commands/serve.py --host/--port; service/commands/features.py does not import
+# (it asks models.contract.artifact for sha256_files, which lives in models.provenance).
+PENDING_ELSEWHERE = {"serve", "features load"}
+# Commands whose modules this change wrote or owns: their docstrings carry examples.
+WITH_EXAMPLES = ["train", "data check", "data negatives", "eval", "predict", "sample-request"]
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"rocketrank {__version__}"
+
+
+def test_top_level_help_lists_every_command_by_its_full_path(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for path, _, help_text in COMMANDS:
+        assert re.search(rf"^  {re.escape(path)}\s+{re.escape(help_text)}$", out, re.M), path
+    assert "Exit codes: 0 ok, 1 problems found, 2 usage or input error." in out
+
+
+def _parser_or_pending(path: str) -> argparse.ArgumentParser:
+    try:
+        return command_parser(path)
+    except ImportError:
+        if path in PENDING_ELSEWHERE:
+            pytest.xfail(f"{path}: its module does not import yet")
+        raise
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_every_option_has_help(path: str) -> None:
+    parser = _parser_or_pending(path)
+    missing = [
+        "/".join(action.option_strings) or action.dest
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction)
+        and (not action.help or action.help == argparse.SUPPRESS)
+    ]
+    if missing and path in PENDING_ELSEWHERE:
+        pytest.xfail(f"{path}: {missing} lack help in a file another helper owns")
+    assert not missing, f"rocketrank {path}: options without help: {missing}"
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_help_is_the_module_docstring(path: str, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = _parser_or_pending(path)
+    module = importlib.import_module(dict((p, m) for p, m, _ in COMMANDS)[path])
+    first_line = module.__doc__.strip().splitlines()[0].replace("``", "`")
+    parser.print_help()
+    out = capsys.readouterr().out
+    assert first_line in out
+    assert "``" not in out  # reST literals are shown plainly
+    if path in WITH_EXAMPLES:
+        assert re.search(rf"^Examples?:\n\n    rocketrank {re.escape(path)} ", out, re.M), out
+
+
+def test_usage_errors_exit_2_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == EXIT_USAGE
+    assert "commands:" in capsys.readouterr().err
+    for argv in (["no-such-command"], ["data"], ["train"], ["eval", "--model", "x"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == EXIT_USAGE, argv
+        captured = capsys.readouterr()
+        assert captured.out == "" and "error:" in captured.err, argv
