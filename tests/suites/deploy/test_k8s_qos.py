@@ -51,7 +51,8 @@ def test_qos_rule_on_known_cases() -> None:
     assert qos_class({"containers": [{"resources": {"limits": both}}]}) == "Guaranteed"
     burst = {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": both}
     assert qos_class({"containers": [{"resources": burst}]}) == "Burstable"
-    assert qos_class({"containers": [{"resources": {"requests": {"cpu": "2000m", "memory": "2048Mi"}, "limits": both}}]}) == "Guaranteed"  # fmt: skip
+    same = {"requests": {"cpu": "2000m", "memory": "2048Mi"}, "limits": both}
+    assert qos_class({"containers": [{"resources": same}]}) == "Guaranteed"
     assert qos_class({"containers": [{}]}) == "BestEffort"
 
 
