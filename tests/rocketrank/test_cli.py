@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
+import shlex
 
 import pytest
 
 from rocketrank import __version__
 from rocketrank.cli import COMMANDS, EXIT_USAGE, command_parser, main
+from tests.helpers.repo import ROOT
 
 PATHS = [path for path, _, _ in COMMANDS]
 # Options in files other helpers own that still lack help (their fix, not this file's):
@@ -86,3 +88,42 @@ def test_usage_errors_exit_2_on_stderr(capsys: pytest.CaptureFixture[str]) -> No
         assert done.value.code == EXIT_USAGE, argv
         captured = capsys.readouterr()
         assert captured.out == "" and "error:" in captured.err, argv
+
+
+def _documented_command_lines() -> list[tuple[str, list[str]]]:
+    """Every ``rocketrank ...`` command in the fenced code blocks of the user docs."""
+    found = []
+    for doc in ("README.md", "docs/DEPLOY.md"):
+        text = (ROOT / doc).read_text()
+        for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text, re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                code = re.sub(r"\s+#\s.*$", "", line)
+                for segment in re.split(r"&&|\|", code):
+                    words = shlex.split(segment)
+                    if words[:1] == ["rocketrank"]:
+                        cut = next(
+                            (i for i, w in enumerate(words) if w in {">", "&", "2>"}), len(words)
+                        )
+                        found.append((doc, words[1:cut]))
+    return found
+
+
+DOCUMENTED = _documented_command_lines()
+
+
+def test_the_docs_show_commands() -> None:
+    assert len(DOCUMENTED) >= 10
+
+
+@pytest.mark.parametrize(("doc", "argv"), DOCUMENTED, ids=[" ".join(a) for _, a in DOCUMENTED])
+def test_every_documented_command_line_parses(doc: str, argv: list[str]) -> None:
+    path = next(
+        (p for p in sorted(PATHS, key=len, reverse=True) if argv[: len(p.split())] == p.split()),
+        None,
+    )
+    assert path, f"{doc}: rocketrank {' '.join(argv)}: no such command"
+    parser = _parser_or_pending(path)
+    try:
+        parser.parse_args(argv[len(path.split()) :])
+    except SystemExit as exc:
+        pytest.fail(f"{doc}: rocketrank {' '.join(argv)}: refused by its parser ({exc})")
