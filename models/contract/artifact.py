@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from models.contract.features import ContractError, FeatureEncoder, FeatureSpec
-from models.provenance import sha256_bytes, sha256_file
+from models.provenance import sha256_bytes, sha256_file, sha256_files  # noqa: F401 (re-exported for the service)
 
 MANIFEST_FILE = "manifest.json"
 ENCODER_FILE = "encoder.json"
