@@ -17,8 +17,8 @@ from tests.helpers.repo import ROOT
 
 PATHS = [path for path, _, _ in COMMANDS]
 # Options in files other helpers own that still lack help (their fix, not this file's):
-# service/commands/serve.py --host/--port; service/commands/features.py does not import
-# (it asks models.contract.artifact for sha256_files, which lives in models.provenance).
+# service/commands/serve.py --host/--port, service/commands/features.py
+# --user-id-column/--item-id-column.
 PENDING_ELSEWHERE = {"serve", "features load"}
 # Commands whose modules this change wrote or owns: their docstrings carry examples.
 WITH_EXAMPLES = ["train", "data check", "data negatives", "eval", "predict", "sample-request"]

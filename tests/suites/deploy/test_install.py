@@ -109,7 +109,7 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in BLOCKED:
             raise ImportError(f"{{name}} is not in the [serve] extra")
 sys.meta_path.insert(0, Block())
-import service.main, service.app, service.commands.serve
+import service.main, service.app, service.commands.serve, service.commands.features
 import rocketrank.cli
 """
 
