@@ -3,7 +3,7 @@
 Overrides edit the parsed YAML *before* it is validated, so an override is checked
 exactly like the file (``RunConfig.from_dict``): an unknown key, a wrong type or an
 out-of-range value is an error naming the key. Values are parsed as YAML (and ``2e-3`` as the
-number it looks like), so ``--set optim.epochs=3``, ``--set model.light_dims=[64,32]``,
+number it looks like), so ``--set optim.epochs=3``, ``--set 'model.light_dims=[64,32]'``,
 ``--set model.sparse=false`` and ``--set distill.variant=pfd`` all mean what they say.
 
 Used by ``rocketrank train`` (and reusable by any command that reads a run config:
@@ -35,7 +35,7 @@ def add_set_argument(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SECTION.KEY=VALUE",
         help="override one run-config value, validated like the file (repeatable), "
-        "e.g. --set optim.epochs=3 --set model.light_dims=[64,32]",
+        "e.g. --set optim.epochs=3 --set 'model.light_dims=[64,32]'",
     )
 
 

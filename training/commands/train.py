@@ -11,7 +11,7 @@ Examples::
     rocketrank train --config configs/fine_ctr.yaml --data data/ --out runs/fine --resume
     rocketrank train --config configs/fine_ctr.yaml --data data/ --out runs/fine --nproc 2
     rocketrank train --config configs/fine_ctr.yaml --data data/ --out runs/fine_pfd \\
-        --set distill.variant=pfd --set optim.lr_dense=0.002 --set model.light_dims=[64,32]
+        --set distill.variant=pfd --set optim.lr_dense=0.002 --set 'model.light_dims=[64,32]'
 
 Writes ``RUN/metrics.json``, ``RUN/model.pt``, ``RUN/curves.png`` and the rest of
 the run directory described in ``training/loop/run_files.py``.
@@ -40,14 +40,22 @@ from training.loop.trainer import TrainingError, TrainOptions, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="run config YAML")
-    add_set_argument(parser)
-    parser.add_argument("--data", required=True, type=Path, help="data directory (with schema)")
-    parser.add_argument("--out", required=True, type=Path, help="run directory (created)")
-    parser.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
-    parser.add_argument("--epochs", type=int, default=None, help="override optim.epochs")
     parser.add_argument(
-        "--max-rows", type=int, default=None, help="use at most N rows of each split"
+        "--config", required=True, type=Path, metavar="FILE", help="run config YAML"
+    )
+    add_set_argument(parser)
+    parser.add_argument(
+        "--data", required=True, type=Path, metavar="DIR", help="data directory (with schema)"
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="RUN", help="run directory (created)"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    parser.add_argument(
+        "--epochs", type=int, default=None, metavar="N", help="override optim.epochs"
+    )
+    parser.add_argument(
+        "--max-rows", type=int, default=None, metavar="N", help="use at most N rows of each split"
     )
     parser.add_argument(
         "--teacher",

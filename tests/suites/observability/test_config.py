@@ -144,7 +144,7 @@ def _panels(dashboard: dict) -> list[dict]:
 
 
 def test_dashboard_panels_are_well_formed(dashboard: dict) -> None:
-    # every panel queries the dashboard's datasource variable (tests/suites/deploy/test_dashboard.py)
+    # every panel queries the datasource variable (tests/suites/deploy/test_dashboard.py)
     datasource = {"uid": "${datasource}"}
     ids = [p["id"] for p in dashboard["panels"]] + [
         p["id"] for row in dashboard["panels"] for p in row.get("panels", [])
