@@ -497,8 +497,11 @@ class ModelRepository:
             if entry["version"] not in promoted:
                 promoted.append(entry["version"])
         kept.update(promoted[:keep])
-        with contextlib.suppress(BrokenPointerError):
+        try:
             kept.add(self.current_version(name) or "")
+        except BrokenPointerError as exc:
+            log.warning("not pruning %s: %s", name, exc)  # which version serves is unknown
+            return set(versions)
         kept.add(self.rollback_target(name) or "")
         return kept
 
