@@ -507,12 +507,15 @@ class ModelRepository:
 
     @staticmethod
     def _remove_abandoned(directory: Path) -> None:
-        """Remove leftovers of killed processes: half-deleted versions, and staging
-        directories (and empty reserved version names) untouched for a day."""
+        """Remove leftovers of killed processes (called under the lock): temporary
+        pointer/history files, half-deleted versions, and staging directories (and
+        empty reserved version names) untouched for a day."""
         cutoff = time.time() - ABANDONED_AFTER_SECONDS
         for p in directory.iterdir():
             try:
-                if p.name.startswith(".deleting-") or (
+                if p.name.startswith((f".{CURRENT}-", f".{HISTORY_FILE}-")):
+                    p.unlink()  # a killed flip's temporary (they exist only under the lock)
+                elif p.name.startswith(".deleting-") or (
                     p.name.startswith(".staging-") and p.stat().st_mtime < cutoff
                 ):
                     shutil.rmtree(p, ignore_errors=True)

@@ -26,9 +26,19 @@ from models.contract.signing import (
 )
 
 PUBLIC_KEY_ENV = "ROCKETRANK_ARTIFACT_PUBLIC_KEY"
-_KEY_DIR = Path(tempfile.mkdtemp(prefix="rocketrank-test-keys-"))
-atexit.register(shutil.rmtree, _KEY_DIR, True)
-PRIVATE_KEY, PUBLIC_KEY = generate_key_pair(_KEY_DIR)
+
+
+def _session_keys() -> tuple[Path, Path]:
+    # a subprocess of a test inherits the session's pair through the environment
+    inherited = os.environ.get(SIGNING_KEY_ENV), os.environ.get(PUBLIC_KEY_ENV)
+    if all(inherited) and all(Path(p).is_file() for p in inherited):
+        return Path(inherited[0]), Path(inherited[1])
+    directory = Path(tempfile.mkdtemp(prefix="rocketrank-test-keys-"))
+    atexit.register(shutil.rmtree, directory, True)
+    return generate_key_pair(directory)
+
+
+PRIVATE_KEY, PUBLIC_KEY = _session_keys()
 
 
 def install_env() -> None:

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from models.contract.artifact import ArtifactError, read_manifest
-from models.contract.repository import ModelRepository, RepositoryError
+from models.contract.repository import ModelRepository, RepositoryError, version_sort_key
 from models.contract.signing import SigningError, generate_key_pair
 
 
@@ -105,6 +105,7 @@ def _expected(names: list[str], values: list[str]) -> dict[str, str | None]:
             name = names[0]
         if name not in names:
             raise RepositoryError(f"--expect-current names {name!r}, which no --name gives")
+        version_sort_key(version)  # a placeholder left in the rollback Job moves nothing
         expected[name] = version
     return expected
 
