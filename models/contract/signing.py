@@ -14,7 +14,7 @@ Files:
   ``key_id`` is informational (it names the key in error messages); only the
   signature decides.
 * key pair (``rocketrank models keygen --out DIR``): ``DIR/signing.key`` (PKCS#8
-  PEM, unencrypted, mode 0600) and ``signing.pub`` (SubjectPublicKeyInfo PEM).
+  PEM, unencrypted, mode 0600) and ``signing.pub`` (SubjectPublicKeyInfo PEM, 0644).
 
 Only ``cryptography`` and the standard library are imported, so the service can
 verify without training code.
@@ -99,9 +99,9 @@ def load_public_key(path: str | Path) -> Ed25519PublicKey:
     return key
 
 
-def _write_new(path: Path, data: bytes) -> None:
+def _write_new(path: Path, data: bytes, mode: int) -> None:
     # O_EXCL: never overwrite a key (a replaced key silently orphans every signed artifact).
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.write(fd, data)
         os.fsync(fd)
@@ -112,7 +112,8 @@ def _write_new(path: Path, data: bytes) -> None:
 def generate_key_pair(out: str | Path, public_out: str | Path | None = None) -> tuple[Path, Path]:
     """Write a new key pair: ``out/signing.key`` and ``(public_out or out)/signing.pub``.
 
-    Both files are created with mode 0600 and never overwritten.
+    The private key is created with mode 0600, the public one 0644; neither is
+    ever overwritten.
 
     Returns:
         ``(private_key_path, public_key_path)``.
@@ -137,8 +138,9 @@ def generate_key_pair(out: str | Path, public_out: str | Path | None = None) -> 
     public_pem = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    _write_new(private_path, private_pem)
-    _write_new(public_path, public_pem)
+    _write_new(private_path, private_pem, 0o600)
+    # not secret, and read by the service, which may run as another user
+    _write_new(public_path, public_pem, 0o644)
     return private_path, public_path
 
 

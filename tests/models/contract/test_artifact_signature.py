@@ -185,12 +185,12 @@ def test_export_without_a_key_is_refused_unless_unsigned(tmp_path, monkeypatch):
         export_run(run, tmp_path / "repo", "fine", ExportOptions(signing_key=tmp_path / "nope"))
 
 
-def test_keygen_writes_a_0600_key_pair_and_never_overwrites(tmp_path, capsys):
+def test_keygen_writes_a_0600_private_key_and_never_overwrites(tmp_path, capsys):
     out = tmp_path / "keys"
     assert cli(["models", "keygen", "--out", str(out), "--public-out", str(tmp_path / "pub")]) == 0
     private, public = out / "signing.key", tmp_path / "pub" / "signing.pub"
-    for path in (private, public):
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(public).st_mode) == 0o644
     load_private_key(private)
     load_public_key(public)
     before = private.read_bytes()
