@@ -7,7 +7,7 @@ a request and never fails one.
 
 A new version is loaded from ``REPO/NAME/current`` (polled every
 ``reload_interval_s``, or on ``POST /admin/reload``), verified by
-``load_artifact`` (checksums, spec hash), encoded against the feature store's
+``load_artifact`` (signature, checksums, spec hash), encoded against the feature store's
 item table, warmed up (finite scores of the right shape), and only then swapped
 in. A version that fails any step is refused, counted in
 ``reloads_total{result="failed"}`` and logged; the old version keeps serving and
