@@ -161,3 +161,28 @@ def test_unsigned_versions_load_only_when_explicitly_allowed(tmp_path):
         assert client.get("/readyz").status_code == 503
     with _world_client(world, allow_unsigned_artifacts=True) as client:
         assert client.get("/readyz").status_code == 200
+
+
+def test_admin_rollback_posted_to_two_replicas_moves_the_pointer_once(tmp_path):
+    """Two workers on one repository (neither polls): a rollback POSTed to each moves
+    `current` one step, not two — each passes the version it serves as the expected
+    source, so the second only follows the pointer."""
+    world = sf.make_repo(tmp_path)
+    repo = ModelRepository(world["repo"])
+    first = repo.current_version("fine")
+    sf.publish(world["repo"], "fine", "mlp", world["encoder"], world["items"], seed=4)
+    sf.publish(world["repo"], "fine", "mlp", world["encoder"], world["items"], seed=5)
+    second, third = repo.list_versions("fine")[-2:]
+    headers = {"Authorization": "Bearer t0ken"}
+    with (
+        _world_client(world, admin_token="t0ken") as a,
+        _world_client(world, admin_token="t0ken") as b,
+    ):
+        assert _served(a)["fine"] == _served(b)["fine"] == third
+        assert a.post("/admin/rollback", json={"stage": "fine"}, headers=headers).status_code == 200
+        assert repo.current_version("fine") == second
+        resp = b.post("/admin/rollback", json={"stage": "fine"}, headers=headers)
+        assert resp.status_code == 200, resp.text
+        assert repo.current_version("fine") == second  # before the fix: first
+        assert _served(b)["fine"] == second  # b followed the pointer instead
+    assert first != second
