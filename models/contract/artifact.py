@@ -30,8 +30,9 @@ were hashed are the bytes that get parsed, so a file swapped between check and
 load cannot slip through. Nothing is unpickled:
 TorchScript archives and ``.npy`` files (``allow_pickle=False``) only.
 
-Only numpy, torch and the standard library are imported here, so the service can
-load an artifact without importing model or training code.
+Only numpy, torch, cryptography (signatures) and the standard library are
+imported here, so the service can load an artifact without importing model or
+training code.
 """
 
 from __future__ import annotations
