@@ -52,6 +52,7 @@ COMMANDS: list[tuple[str, str, str]] = [
         "training.commands.model_versions",
         "point `current` at the previous version",
     ),
+    ("models keygen", "training.commands.model_versions", "write an artifact-signing key pair"),
     ("features load", "service.commands.features", "fill Redis with user and item features"),
     ("serve", "service.commands.serve", "start the scoring service"),
     ("bench serve", "bench.serve.command", "benchmark the HTTP service"),

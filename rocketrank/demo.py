@@ -74,14 +74,16 @@ def _sample_request(data_dir: Path) -> dict:
     }
 
 
-def _serve_and_query(repo: Path, data_dir: Path) -> None:
+def _serve_and_query(repo: Path, data_dir: Path, public_key: Path) -> None:
     port = _free_port()
     cmd = [
         sys.executable, "-m", "rocketrank", "serve", "--repo", str(repo),
         "--features", str(data_dir), "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     print("$ rocketrank " + " ".join(cmd[3:]), flush=True)
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    # the demo's throwaway key verifies what the demo exported (unsigned stays refused)
+    env = {**os.environ, "ROCKETRANK_ARTIFACT_PUBLIC_KEY": str(public_key)}
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -172,11 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     if work.exists():
         shutil.rmtree(work)
     data, runs, repo = work / "data", work / "runs", work / "model_repo"
+    keys = work / "keys"  # outside the model repository, like a deployment's Secret
 
     _step(f"synthetic impression log ({args.rows:,} rows)")
     _run("synth", "--out", str(data), "--rows", str(args.rows), "--seed", str(args.seed))
     _step("validate the log against its schema")
     _run("data", "check", "--data", str(data))
+    _step("a throwaway key pair that signs the exported artifacts")
+    _run("models", "keygen", "--out", str(keys))
 
     for stage, config in (("coarse", "configs/coarse_ctr.yaml"), ("fine", "configs/fine_ctr.yaml")):
         _step(
@@ -193,12 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         _run(
             "export", "--run", str(ablation / _variant(config) / "seed0"),
             "--repo", str(repo), "--name", stage,
-            "--items", str(data / "items.parquet"),
+            "--items", str(data / "items.parquet"), "--signing-key", str(keys / "signing.key"),
         )  # fmt: skip
     _run("models", "list", "--repo", str(repo))
 
     _step("serve on the embedded feature store and rank for a sample user")
-    _serve_and_query(repo, data)
+    _serve_and_query(repo, data, keys / "signing.pub")
     print("\ndemo finished: artifacts in", work)
     return 0
 

@@ -18,6 +18,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ROCKETRANK_"
+# rocketrank variables of other commands that may share the service's environment
+_NOT_SERVICE_ENV = {"ROCKETRANK_SIGNING_KEY"}  # `rocketrank export`'s private key path
 
 
 class SettingsError(ValueError):
@@ -58,6 +60,10 @@ class Settings(BaseSettings):
         shutdown_delay_s: on SIGTERM, ``/readyz`` turns false at once and the server keeps
             serving this long before it stops accepting (lets load balancers drain).
         log_level: Python logging level name.
+        artifact_public_key: ed25519 public key (PEM file) every artifact's manifest
+            signature is verified with before anything of it is loaded.
+        allow_unsigned_artifacts: also load artifacts without a signature (off in the
+            shipped deployments; a signature that does not verify is always refused).
     """
 
     model_config = SettingsConfigDict(
@@ -94,6 +100,8 @@ class Settings(BaseSettings):
     warmup_rounds: int = Field(3, ge=1)
     shutdown_delay_s: float = Field(0.0, ge=0, le=300)
     log_level: str = "INFO"
+    artifact_public_key: Path | None = None
+    allow_unsigned_artifacts: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -132,7 +140,11 @@ def unknown_env(environ: Mapping[str, str] | None = None) -> list[str]:
     environ = os.environ if environ is None else environ
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     return sorted(
-        key for key in environ if key.upper().startswith(ENV_PREFIX) and key.upper() not in known
+        key
+        for key in environ
+        if key.upper().startswith(ENV_PREFIX)
+        and key.upper() not in known
+        and key.upper() not in _NOT_SERVICE_ENV
     )
 
 
