@@ -125,6 +125,7 @@ class ModelRegistry:
             items_complete=complete,
             user_id_column=self.settings.user_id_column,
             item_id_column=self.settings.item_id_column,
+            side_cache_bytes=self.settings.side_cache_bytes,
         )
         model.warm_up(self.settings.warmup_rounds)
         return model
