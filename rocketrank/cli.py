@@ -33,6 +33,7 @@ COMMANDS: list[tuple[str, str, str]] = [
         "point `current` at the previous version",
     ),
     ("features load", "service.commands.features", "fill Redis with user and item features"),
+    ("features prune", "service.commands.features", "delete old feature versions from Redis"),
     ("serve", "service.commands.serve", "start the scoring service"),
     ("bench serve", "bench.serve.command", "benchmark the HTTP service"),
     ("bench train", "bench.train.command", "benchmark training throughput and cost"),

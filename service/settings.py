@@ -188,8 +188,8 @@ def settings_table() -> list[tuple[str, str, str]]:
         elif field.default is None:
             default = "(unset)"
         else:
-            default = str(field.default) if not isinstance(field.default, str) else repr(
-                field.default
+            default = (
+                str(field.default) if not isinstance(field.default, str) else repr(field.default)
             )
         rows.append((ENV_PREFIX + name.upper(), default, docs.get(name, "")))
     return rows

@@ -86,9 +86,7 @@ def _encode_sides(
     for stage in stages:
         side = by_key.get(stage.side_key)
         if side is None:
-            side, bad = stage.encode_side(
-                query.user_id, stored, query.context, query.user_features
-            )
+            side, bad = stage.encode_side(query.user_id, stored, query.context, query.user_features)
             by_key[stage.side_key] = side
             bad_stored = bad_stored or bool(bad)
         sides.append(side)

@@ -30,16 +30,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.contract.features import FeatureType
 from models.contract.artifact import (
     Artifact,
     sha256_bytes,  # re-exported from models.provenance
 )
+from models.contract.features import FeatureType
 from service.feature_store.base import IdIndex, ItemTable
 from service.ranking.values import (
     DEFAULT_CACHE_BYTES,
     FeatureValueError,
-    NonFiniteEncoding,
+    NonFiniteEncodingError,
     SideCache,
     check_value,
 )
@@ -160,7 +160,7 @@ class Stage:
                 try:
                     check_value(specs[name], value, ("user_features", name))
                     out[name] = self._side_cache.encode(name, value)
-                except (FeatureValueError, NonFiniteEncoding):
+                except (FeatureValueError, NonFiniteEncodingError):
                     bad.append(name)
                     out[name] = self._side_cache.encode(name, None)
         for name in self.context_names:
@@ -171,7 +171,7 @@ class Stage:
         check_value(self.encoder.specs[name], value, loc)
         try:
             return self._side_cache.encode(name, value)
-        except NonFiniteEncoding as exc:
+        except NonFiniteEncodingError as exc:
             raise FeatureValueError(loc, str(exc)) from None
 
     def score(

@@ -112,7 +112,7 @@ def _key_bytes(key: Any) -> int:
     return 64
 
 
-class NonFiniteEncoding(ValueError):
+class NonFiniteEncodingError(ValueError):
     """A numeric value became inf/NaN in encoding (e.g. standardised by a tiny std)."""
 
 
@@ -146,7 +146,7 @@ class SideCache:
         """Feature ``name`` of one row holding ``value``, encoded: batch size 1.
 
         Raises:
-            NonFiniteEncoding: a numeric value that is not finite once encoded.
+            NonFiniteEncodingError: a numeric value that is not finite once encoded.
         """
         key = _cache_key(value) if self.max_bytes else None
         entry = None
@@ -159,7 +159,7 @@ class SideCache:
                     return hit[0]
         array = np.ascontiguousarray(self._encoder.encode_column(name, [value]))
         if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise NonFiniteEncoding(f"feature {name!r}: {value!r} is not finite once encoded")
+            raise NonFiniteEncodingError(f"feature {name!r}: {value!r} is not finite once encoded")
         encoded = torch.from_numpy(array)
         if entry is not None:
             size = _key_bytes(key) + encoded.nbytes + _ENTRY_OVERHEAD_BYTES
