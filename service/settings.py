@@ -218,9 +218,12 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise SettingsError(f"invalid service settings: {describe_errors(exc)}") from None
+        message = f"invalid service settings: {describe_errors(exc)}"
     except ValueError:
-        raise SettingsError("invalid service settings") from None
+        message = "invalid service settings"
+    # raised outside the handler: the pydantic error (which echoes every input) is not
+    # even the implicit context of this one, so no traceback or logger can print it
+    raise SettingsError(message)
 
 
 def describe_errors(exc: ValidationError) -> str:

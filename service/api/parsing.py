@@ -11,6 +11,8 @@ whose ``loc`` names the field, e.g. ``["body", "candidates", 3]``.
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +26,8 @@ from service.ranking.ranker import RankQuery
 from service.settings import Settings
 
 _MAX_REPORTED = 5
+# Refused bodies up to this size are re-read to name the field holding NaN/Infinity.
+_NON_FINITE_SCAN_BYTES = 64 * 1024
 
 
 class RequestError(Exception):
@@ -152,6 +156,36 @@ def _slow_candidates(
     return ids, inline
 
 
+def _json_error(body: bytes, exc: orjson.JSONDecodeError) -> RequestError:
+    """422 for a body orjson refuses; names the field when only NaN/Infinity are wrong.
+
+    Python's json module accepts the NaN and Infinity literals, so a small body it can
+    read tells where they are (an error path only, bounded by the body size).
+    """
+    if len(body) <= _NON_FINITE_SCAN_BYTES:
+        try:
+            where = _non_finite_path(json.loads(body), [])
+        except (ValueError, RecursionError):
+            where = None
+        if where is not None:
+            return error(where, "NaN and Infinity are not valid JSON numbers", "json_invalid")
+    return error([], f"invalid JSON: {exc}", "json_invalid")
+
+
+def _non_finite_path(value: Any, path: list[str | int]) -> list[str | int] | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    items: Any = (
+        value.items() if isinstance(value, dict) else enumerate(value)
+        if isinstance(value, list) else ()
+    )  # fmt: skip
+    for key, item in items:
+        found = _non_finite_path(item, [*path, key])
+        if found is not None:
+            return found
+    return None
+
+
 def parse_rank_request(body: bytes, settings: Settings) -> tuple[str, RankQuery]:
     """Parse and validate a rank body.
 
@@ -164,7 +198,7 @@ def parse_rank_request(body: bytes, settings: Settings) -> tuple[str, RankQuery]
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise error([], f"invalid JSON: {exc}", "json_invalid") from None
+        raise _json_error(body, exc) from None
     if not isinstance(data, dict):
         raise error([], "expected a JSON object", "model_type")
     candidates = data.pop("candidates", None)

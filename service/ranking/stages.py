@@ -260,7 +260,9 @@ class Stage:
             if extra:
                 for name, value in extra.items():
                     if name in self.encoder.specs:
-                        check_value(self.encoder.specs[name], value, ("candidates", idx, name))
+                        check_value(
+                            self.encoder.specs[name], value, ("candidates", idx, "features", name)
+                        )
                 row.update(extra)
             raw_rows.append(row)
         columns = {n: [r.get(n) for r in raw_rows] for n in self.item_names}
@@ -272,7 +274,7 @@ class Stage:
                 j = int(torch.nonzero(~finite)[0, 0])
                 idx = int(special[j])
                 raise FeatureValueError(
-                    ("candidates", idx, name),
+                    ("candidates", idx, "features", name),
                     f"feature {name!r}: {columns[name][j]!r} is not finite once encoded",
                 )
         return special, encoded
