@@ -235,7 +235,7 @@ class RankEndpoint:
     """``POST /v1/rank`` as a bare ASGI app (see the module docstring for why).
 
     Admission control, cheapest first: over ``max_inflight`` requests in this worker →
-    503 with ``Retry-After`` before the body is read; a ``Content-Length`` over the limit
+    503 with ``Retry-After`` before any work (the body is dropped as it is read); a ``Content-Length`` over the limit
     → 413 before reading; a body not received within ``body_timeout_s`` → 408; the
     in-flight check again once the body is in (the thread pool never holds more than
     ``max_inflight`` requests); then the deadline and disconnect checks in
@@ -255,7 +255,9 @@ class RankEndpoint:
         close = False
         try:
             if state.inflight >= settings.max_inflight:
-                close = True
+                # refused before any work; the body is read and dropped (never held) so
+                # the connection stays usable and the client surely sees the 503
+                close = not await _drain(receive, settings.max_body_bytes)
                 raise _busy(state)
             close = True  # until the whole body is read
             check_content_type(content_type)
@@ -301,6 +303,19 @@ class RankEndpoint:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+async def _drain(receive: Receive, limit: int) -> bool:
+    """Read and drop a body of at most ``limit`` bytes; False when it was not read whole."""
+    received = 0
+    more = True
+    while more and received <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        received += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    return not more
 
 
 async def _receive_body(
