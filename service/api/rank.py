@@ -235,11 +235,11 @@ class RankEndpoint:
     """``POST /v1/rank`` as a bare ASGI app (see the module docstring for why).
 
     Admission control, cheapest first: over ``max_inflight`` requests in this worker →
-    503 with ``Retry-After`` before any work (the body is dropped as it is read); a ``Content-Length`` over the limit
-    → 413 before reading; a body not received within ``body_timeout_s`` → 408; the
-    in-flight check again once the body is in (the thread pool never holds more than
-    ``max_inflight`` requests); then the deadline and disconnect checks in
-    :func:`process`. Refusals that leave the body unread close the connection.
+    503 with ``Retry-After`` before any work (the body is dropped as it is read); a
+    ``Content-Length`` over the limit → 413 before reading; a body not received within
+    ``body_timeout_s`` → 408; the in-flight check again once the body is in (the thread
+    pool never holds more than ``max_inflight`` requests); then the deadline and
+    disconnect checks in :func:`process`. Refusals that leave the body unread close the connection.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
