@@ -17,6 +17,7 @@ batches (never ``KEYS``, never ``FLUSH*``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from collections.abc import Iterator
@@ -27,7 +28,6 @@ import orjson
 import pyarrow.parquet as pq
 import redis
 
-from models.provenance import sha256_files
 from service.feature_store.embedded import ITEMS_FILE, USERS_FILE
 from service.feature_store.redis_store import LAYOUT_FORMAT, RedisLayout
 
@@ -64,8 +64,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def data_version(*paths: Path) -> str:
-    """Digest of the files' bytes: the same data always gets the same version."""
-    return "v" + sha256_files(paths)[:16]
+    """Digest of the files' bytes: the same data always gets the same version.
+
+    (sha256 of the concatenated bytes, as ``models.provenance.sha256_files``, which the
+    service may not import.)
+    """
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return "v" + digest.hexdigest()[:16]
 
 
 def _batches(path: Path, rows: int) -> Iterator[list[dict[str, Any]]]:
