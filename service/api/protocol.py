@@ -10,18 +10,30 @@ request's first byte. The body has its own deadline in the rank endpoint.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.settings import ENV_PREFIX, Settings
+
+
+def header_timeout_s() -> float:
+    """``ROCKETRANK_HEADER_TIMEOUT_S`` (the setting's default when unset).
+
+    Read from the environment because uvicorn builds the protocol in each worker
+    process from an import string; ``rocketrank serve`` validated the value already.
+    """
+    value = os.environ.get(ENV_PREFIX + "HEADER_TIMEOUT_S")
+    return float(value) if value else float(Settings.model_fields["header_timeout_s"].default)
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
     """:class:`HttpToolsProtocol` closing connections whose headers arrive too slowly."""
 
-    header_timeout_s: float = 5.0
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.header_timeout_s = header_timeout_s()
         self._header_timer: asyncio.TimerHandle | None = None
 
     def _arm(self) -> None:
@@ -55,10 +67,5 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
-def protocol_class(header_timeout_s: float) -> type[HeaderDeadlineProtocol]:
-    """A protocol class for uvicorn's ``http`` option with this header deadline."""
-    return type(
-        "HeaderDeadlineProtocol",
-        (HeaderDeadlineProtocol,),
-        {"header_timeout_s": header_timeout_s},
-    )
+#: uvicorn's ``http`` option (an import string: worker processes import it themselves)
+PROTOCOL = "service.api.protocol:HeaderDeadlineProtocol"

@@ -93,14 +93,14 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from service.api.protocol import protocol_class
+    from service.api.protocol import PROTOCOL
 
     options = {
         "host": args.host,
         "port": args.port,
         "loop": "uvloop",
         # httptools with a header read deadline (uvicorn has none for new connections)
-        "http": protocol_class(settings.header_timeout_s),
+        "http": PROTOCOL,
         "access_log": False,
         "log_level": settings.log_level.lower(),
         "timeout_graceful_shutdown": 10,
