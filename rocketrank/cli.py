@@ -54,6 +54,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ),
     ("models keygen", "training.commands.model_versions", "write an artifact-signing key pair"),
     ("features load", "service.commands.features", "fill Redis with user and item features"),
+    ("features prune", "service.commands.features", "delete old feature versions from Redis"),
     ("serve", "service.commands.serve", "start the scoring service"),
     ("bench serve", "bench.serve.command", "benchmark the HTTP service"),
     ("bench train", "bench.train.command", "benchmark training throughput and cost"),

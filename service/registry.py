@@ -44,6 +44,8 @@ _LOAD_ERRORS = (Exception,)
 _RETRY_S = 1.0
 # Versions tried, newest promotion first, when `current` is broken at start-up.
 _FALLBACK_TRIES = 5
+# A re-encode that keeps failing is retried after 1, 2, 4, ... s, at most this long.
+_RETRY_MAX_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,11 @@ class ReloadOutcome:
         return asdict(self)
 
 
+def retry_delay(failures: int) -> float:
+    """Seconds before the next re-encode after ``failures`` failed ones in a row."""
+    return min(_RETRY_S * 2 ** min(failures, 16), _RETRY_MAX_S)
+
+
 class ModelRegistry:
     """The served models of one worker process.
 
@@ -91,6 +98,7 @@ class ModelRegistry:
         self._load_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.rebind_failures = 0  # consecutive failed re-encodes (backs off the retries)
 
     # ----------------------------------------------------------------- queries
     def snapshot(self) -> Mapping[str, Stage]:
@@ -132,6 +140,7 @@ class ModelRegistry:
             items_complete=complete,
             user_id_column=self.settings.user_id_column,
             item_id_column=self.settings.item_id_column,
+            side_cache_bytes=self.settings.side_cache_bytes,
         )
         model.warm_up(self.settings.warmup_rounds)
         return model
@@ -253,8 +262,10 @@ class ModelRegistry:
                 try:
                     rebound = self._bind(role, model.artifact)
                 except _LOAD_ERRORS as exc:
+                    self.rebind_failures += 1
                     log.error("cannot re-encode %s model for new item features: %s", role, exc)
                     continue
+                self.rebind_failures = 0
                 self._swap(role, rebound)
                 changed = True
                 log.info("%s model re-encoded for item features %s", role, table.version)
@@ -290,8 +301,8 @@ class ModelRegistry:
                 )
                 if now >= next_refresh or (incomplete and now >= next_retry):
                     next_refresh = now + refresh if refresh else math.inf
-                    next_retry = now + _RETRY_S
                     self.refresh_items()
+                    next_retry = now + retry_delay(self.rebind_failures)
             except Exception:  # the watcher must survive anything and keep the old model
                 log.exception("model watcher iteration failed")
 

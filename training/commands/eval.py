@@ -32,7 +32,7 @@ from models.contract.features import ContractError
 from training.data.readers import DataReadError
 from training.data.schema import SchemaError
 from training.offline.evaluation import evaluate_artifact, find_log
-from training.offline.model_ref import ModelRefError
+from training.offline.model_ref import ModelRefError, add_verification_arguments
 
 METRICS = ("auc", "gauc", "logloss", "calibration", "ndcg@10", "map@5", "rows", "positive_rate")
 
@@ -59,11 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", type=Path, default=None, metavar="FILE", help="also write the result as JSON"
     )
+    add_verification_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        result = evaluate_artifact(args.model, find_log(args.data, args.split, args.schema))
+        source = find_log(args.data, args.split, args.schema)
+        result = evaluate_artifact(args.model, source, args.public_key, args.allow_unsigned)
     except (ModelRefError, ArtifactError, DataReadError, SchemaError, ContractError) as exc:
         print(f"rocketrank eval: {exc}", file=sys.stderr)
         return 2

@@ -28,7 +28,7 @@ from training.data.readers import DataReadError
 from training.data.schema import SchemaError
 from training.offline.batch import predict_log
 from training.offline.evaluation import find_log
-from training.offline.model_ref import ModelRefError
+from training.offline.model_ref import ModelRefError, add_verification_arguments
 from training.offline.scoring import CHUNK_ROWS
 
 
@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"rows read, scored and written at a time (default {CHUNK_ROWS:,})",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_verification_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,7 +70,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         source = find_log(args.data, None, args.schema)
         result = predict_log(
-            args.model, source, args.out, args.chunk_rows, progress=not args.no_progress
+            args.model,
+            source,
+            args.out,
+            args.chunk_rows,
+            progress=not args.no_progress,
+            public_key=args.public_key,
+            allow_unsigned=args.allow_unsigned,
         )
     except (
         ModelRefError,

@@ -16,11 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from models.contract.artifact import load_artifact
 from training.data.readers import Columns, read_table, table_to_columns
 from training.evaluate import sigmoid
 from training.offline.evaluation import LogSource
-from training.offline.model_ref import resolve_model
+from training.offline.model_ref import load_verified
 from training.offline.scoring import (
     CHUNK_ROWS,
     log_columns,
@@ -62,6 +61,8 @@ def predict_log(
     out: Path,
     chunk_rows: int = CHUNK_ROWS,
     progress: bool = True,
+    public_key: str | Path | None = None,
+    allow_unsigned: bool = False,
 ) -> PredictResult:
     """Score every row of ``source.path`` and write ids + ``logit`` + ``score`` to ``out``.
 
@@ -72,7 +73,7 @@ def predict_log(
     """
     from tqdm import tqdm
 
-    artifact = load_artifact(resolve_model(model))
+    artifact = load_verified(model, public_key, allow_unsigned)
     schema = source.schema
     wanted = log_columns(artifact, schema)
     ids = [schema.ids.user, schema.ids.item] + ([schema.ids.request] if schema.ids.request else [])

@@ -8,11 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from models.contract.artifact import load_artifact
 from training.data.readers import DataReadError, find_data_files, read_columns, resolve_schema
 from training.data.schema import Schema
 from training.evaluate import evaluate_scores
-from training.offline.model_ref import resolve_model
+from training.offline.model_ref import load_verified
 from training.offline.scoring import (
     log_columns,
     read_side_tables,
@@ -54,7 +53,12 @@ def find_log(data: Path, split: str | None, schema_path: Path | None = None) -> 
     )
 
 
-def evaluate_artifact(model: str | Path, source: LogSource) -> dict[str, Any]:
+def evaluate_artifact(
+    model: str | Path,
+    source: LogSource,
+    public_key: str | Path | None = None,
+    allow_unsigned: bool = False,
+) -> dict[str, Any]:
     """Metrics of the artifact ``model`` names on the log ``source``.
 
     Rows are those of the artifact's task (its ``where`` label == 1), ranking
@@ -64,7 +68,7 @@ def evaluate_artifact(model: str | Path, source: LogSource) -> dict[str, Any]:
         ``{"model": "NAME@VERSION", "path", "task", "log", "split", "metrics": {...},
         "manifest_test_auc"}`` where metrics are :func:`training.evaluate.evaluate_scores`'s.
     """
-    artifact = load_artifact(resolve_model(model))
+    artifact = load_verified(model, public_key, allow_unsigned)
     schema = source.schema
     task = schema.task(artifact.manifest.task)
     wanted = log_columns(artifact, schema)

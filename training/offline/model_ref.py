@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 from pathlib import Path
 
-from models.contract.artifact import MANIFEST_FILE
+from models.contract.artifact import MANIFEST_FILE, Artifact, load_artifact
 from models.contract.repository import ModelRepository, RepositoryError
 
 
@@ -51,3 +53,42 @@ def resolve_model(ref: str | Path) -> Path:
         return repository.resolve_current(name)
     except RepositoryError as exc:
         raise ModelRefError(f"--model {text!r}: {exc}") from exc
+
+
+PUBLIC_KEY_ENV = "ROCKETRANK_ARTIFACT_PUBLIC_KEY"
+"""The public key the service verifies artifacts with; eval and predict read the same one."""
+
+
+def load_verified(
+    ref: str | Path, public_key: str | Path | None = None, allow_unsigned: bool = False
+) -> Artifact:
+    """Load the artifact ``ref`` names, verifying its signature like the service does.
+
+    Args:
+        ref: see :func:`resolve_model`.
+        public_key: ed25519 public key file; default ``$ROCKETRANK_ARTIFACT_PUBLIC_KEY``.
+        allow_unsigned: also load an artifact without a signature (a signature that
+            does not verify is always refused).
+
+    Raises:
+        ModelRefError: ``ref`` names no artifact.
+        ArtifactError: the signature, a checksum or the spec is wrong.
+    """
+    key = public_key if public_key is not None else os.environ.get(PUBLIC_KEY_ENV) or None
+    return load_artifact(resolve_model(ref), public_key=key, allow_unsigned=allow_unsigned)
+
+
+def add_verification_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--public-key`` and ``--allow-unsigned``, shared by ``eval`` and ``predict``."""
+    parser.add_argument(
+        "--public-key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"ed25519 public key that checks the signature (default ${PUBLIC_KEY_ENV})",
+    )
+    parser.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="also score an artifact without a signature (a bad signature is always refused)",
+    )

@@ -4,6 +4,7 @@ carries from what training needs, and the license is an SPDX string."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -81,8 +82,22 @@ def test_license_is_an_spdx_string_for_setuptools_77() -> None:
     assert setuptools.specifier.contains("77") and not setuptools.specifier.contains("76.1")
 
 
+def _third_party_imports(package: Path) -> set[str]:
+    names: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"models", "__future__"}
+
+
 def test_base_dependencies_are_what_models_import() -> None:
-    assert _names(PROJECT["dependencies"]) == {"torch", "numpy"}
+    # models/ (and so models.contract, which the service and training both load) must
+    # install from the base dependencies alone
+    assert _names(PROJECT["dependencies"]) == _third_party_imports(ROOT / "models")
+    assert {"torch", "numpy", "cryptography"} <= _names(PROJECT["dependencies"])
 
 
 def test_serve_extra_carries_no_training_or_dev_server_packages() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,10 @@ def test_predict_streams_every_row_in_order_with_the_served_scores(
     assert scored.column_names == ["user_id", "item_id", "request_id", "logit", "score"]
     for column in ("user_id", "item_id", "request_id"):
         assert scored[column].equals(source[column].cast("int64"))
-    artifact = load_artifact(ModelRepository(repo).resolve_current("fine"))
+    artifact = load_artifact(
+        ModelRepository(repo).resolve_current("fine"),
+        public_key=os.environ["ROCKETRANK_ARTIFACT_PUBLIC_KEY"],
+    )
     columns = read_columns(log, load_schema(data / "schema.yaml"))
     whole = score_columns(artifact, columns).astype(np.float32)
     np.testing.assert_array_equal(scored["logit"].to_numpy(), whole)
