@@ -281,7 +281,9 @@ def fit_platt(
     The log-loss is convex in ``(a, b)``; each step solves the 2×2 Newton system
     (a tiny ``ridge`` keeps it solvable when every logit is equal) and halves the
     step until the loss does not increase, so the fit converges from ``(1, 0)``
-    (the identity) in a handful of steps.
+    (the identity) in a handful of steps. Calibration must never reorder the
+    candidates: when the optimum has ``a <= 0`` (a net that ranks worse than
+    chance on the fitting split), ``a`` stays 1 and only the shift ``b`` is fitted.
 
     Args:
         logits: ``[N]`` pre-sigmoid scores.
@@ -290,23 +292,41 @@ def fit_platt(
         ridge: added to the Hessian's diagonal.
 
     Returns:
-        ``(a, b)``; ``(1.0, 0.0)`` when the labels are all one class (no fit).
+        ``(a, b)`` with ``a > 0``; ``(1.0, 0.0)`` when the labels are all one class.
     """
     y, z = _check(labels, logits)
     if y.size == 0 or y.min() == y.max():
         return 1.0, 0.0
-    x = np.stack([z, np.ones_like(z)], axis=1)  # [N, 2]
-    w = np.array([1.0, 0.0])
-    loss = logloss(y, x @ w)
+    a, b = _newton_logloss(
+        np.stack([z, np.ones_like(z)], axis=1), y, np.array([1.0, 0.0]), iterations, ridge
+    )
+    if a > 0:
+        return a, b
+    (shift,) = _newton_logloss(
+        np.ones((z.size, 1)), y, np.array([0.0]), iterations, ridge, offset=z
+    )
+    return 1.0, shift
+
+
+def _newton_logloss(
+    x: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray,
+    iterations: int,
+    ridge: float,
+    offset: np.ndarray | float = 0.0,
+) -> list[float]:
+    """Weights ``w`` minimising ``mean BCE(y, σ(x @ w + offset))``: damped Newton steps."""
+    loss = logloss(y, x @ w + offset)
     for _ in range(iterations):
-        p = sigmoid(x @ w)
+        p = sigmoid(x @ w + offset)
         grad = x.T @ (p - y) / y.size
-        hess = (x * (p * (1 - p))[:, None]).T @ x / y.size + ridge * np.eye(2)
+        hess = (x * (p * (1 - p))[:, None]).T @ x / y.size + ridge * np.eye(x.shape[1])
         step = np.linalg.solve(hess, grad)
         scale = 1.0
         while scale > 1e-4:
             candidate = w - scale * step
-            new = logloss(y, x @ candidate)
+            new = logloss(y, x @ candidate + offset)
             if new <= loss:
                 break
             scale /= 2
@@ -316,7 +336,7 @@ def fit_platt(
         w, loss = candidate, new
         if converged:
             break
-    return float(w[0]), float(w[1])
+    return [float(v) for v in w]
 
 
 def apply_platt(logits: np.ndarray, a: float, b: float) -> np.ndarray:

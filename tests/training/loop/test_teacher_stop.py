@@ -153,7 +153,10 @@ def test_pretraining_trains_the_booster_alone_then_the_joint_phase_starts(data_d
     data = prepare_data(data_dir, cfg, max_rows=2000)
     run = _start(cfg, data, tmp_path / "run")
     model = run.model
-    light, booster = _params(model.light_only_parameters()), _params(model.booster_only_parameters())
+    light, booster = (
+        _params(model.light_only_parameters()),
+        _params(model.booster_only_parameters()),
+    )
     shared = _params(model.shared_parameters())
     batches = list(data.train.iter_batches(256, shuffle=True, seed=0, epoch=0))
     terms, _ = trainer_mod._step(run, batches[0], 0)
