@@ -93,7 +93,12 @@ def test_the_freeze_restores_the_best_booster_and_only_the_light_side_trains_aft
 
 
 def test_a_full_run_freezes_after_the_cap_and_reports_the_frozen_booster(data_dir, tmp_path):
-    cfg = tiny_config("rocket", epochs=3, distill=FREEZE, optim={"early_stopping_patience": 2})
+    cfg = tiny_config(
+        "rocket",
+        epochs=3,
+        distill=FREEZE,
+        optim={"early_stopping_patience": 2, "max_grad_norm": 1.0},
+    )
     data = prepare_data(data_dir, cfg, max_rows=3000)
     result = train(cfg, data, tmp_path / "run", TrainOptions(**QUIET))
     record = result.metrics["teacher_stop"]
