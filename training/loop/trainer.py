@@ -36,7 +36,8 @@ under ``no_grad`` for every later step, and the model's own booster-only
 parameters are reset to that state and stop training (``requires_grad`` False, no
 gradient, so their optimisers skip them). Shared tables keep training, from the
 light side only (light BCE + hint); the frozen teacher reads its own snapshot of
-them, so it really is fixed. ``distill.teacher_pretrain_epochs``: the first epochs
+them, so it really is fixed. The light net's early-stopping patience restarts at the
+freeze (its target changed). ``distill.teacher_pretrain_epochs``: the first epochs
 train the booster alone (``booster_alone`` loss; the light net does not run).
 
 A resumed run (``TrainOptions(resume=True)``) loads the last checkpoint —
@@ -745,6 +746,10 @@ def _track_teacher(run: _Run, booster_scores: Mapping[str, float], epoch: int) -
     if (out_of_patience or (cap and epoch + 1 >= cap)) and run.teacher_best is not None:
         teacher.frozen, teacher.frozen_after_epoch = True, epoch
         _freeze_teacher(run, restore_booster=True)
+        # the student's target just changed to the best teacher: its patience restarts,
+        # so an epoch spent on the overfitting booster does not end the run
+        run.state.early.bad_evals = 0
+        run.state.early.stopped_early = False
         log.info(
             "booster frozen after epoch %d at its best validation epoch %d (%s %.4f)",
             epoch,

@@ -59,7 +59,11 @@ def test_the_freeze_restores_the_best_booster_and_only_the_light_side_trains_aft
         trainer_mod._step(run, batch, 1)
     moved = _params(model.booster_only_parameters())
     assert any(not torch.equal(moved[n], best_booster[n]) for n in moved)
+    # the light net ran out of patience in the same epoch the booster went bad ...
+    run.state.early.bad_evals, run.state.early.stopped_early = 1, True
     trainer_mod._track_teacher(run, {"auc": 0.65, "logloss": 0.3}, epoch=1)  # worse: freeze
+    # ... and gets a fresh patience against the frozen best teacher
+    assert run.state.early.bad_evals == 0 and not run.state.early.stopped_early
     teacher = run.state.teacher
     assert teacher.frozen and teacher.frozen_after_epoch == 1 and teacher.early.best_epoch == 0
 
