@@ -70,7 +70,7 @@ def test_the_tour_block_is_what_this_test_expects() -> None:
     lines = tour_commands((ROOT / "README.md").read_text())
     commands = [line.split()[1] for line in lines if line.startswith("rocketrank ")]
     assert commands[:2] == ["synth", "data"]
-    assert {"train", "export", "eval", "serve", "sample-request"} <= set(commands)
+    assert {"train", "models", "export", "eval", "serve", "sample-request"} <= set(commands)
     exported = {line.split("--name ")[1].split()[0] for line in lines if " export " in line}
     assert exported == {"coarse", "fine"}  # what `serve` waits for by default
     assert lines[-1] == "kill %1"

@@ -56,8 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--version", default=None, help="feature version (default: digest of the two files)"
     )
-    parser.add_argument("--user-id-column", default="user_id")
-    parser.add_argument("--item-id-column", default="item_id")
+    parser.add_argument(
+        "--user-id-column", default="user_id", help="id column of users.parquet (default user_id)"
+    )
+    parser.add_argument(
+        "--item-id-column", default="item_id", help="id column of items.parquet (default item_id)"
+    )
     parser.add_argument(
         "--no-promote", action="store_true", help="write the version but leave <prefix>current"
     )

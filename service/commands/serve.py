@@ -1,14 +1,14 @@
-"""``rocketrank serve``: start the scoring service under uvicorn.
+"""`rocketrank serve`: start the scoring service under uvicorn.
 
-Options become ``ROCKETRANK_*`` environment variables (so every uvicorn worker
-builds the same ``Settings``); anything not given on the command line comes
+Options become `ROCKETRANK_*` environment variables (so every uvicorn worker
+builds the same `Settings`); anything not given on the command line comes
 from the environment. The admin token is only read from
-``ROCKETRANK_ADMIN_TOKEN`` (a command-line flag would show in ``ps``).
+`ROCKETRANK_ADMIN_TOKEN` (a command-line flag would show in `ps`).
 
-With ``--workers N > 1`` Prometheus runs in multiprocess mode: a fresh
-``PROMETHEUS_MULTIPROC_DIR`` (a temporary directory unless set) is emptied
+With `--workers N > 1` Prometheus runs in multiprocess mode: a fresh
+`PROMETHEUS_MULTIPROC_DIR` (a temporary directory unless set) is emptied
 before the workers start. Torch runs one intra-op thread per worker unless
-``ROCKETRANK_TORCH_THREADS`` asks for more (capped at cores // N).
+`ROCKETRANK_TORCH_THREADS` asks for more (capped at cores // N).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def settings_epilog() -> str:
     lines = ["settings (environment variables; a flag above sets the same variable):"]
     for env, default, text in settings_table():
         lines.append(f"  {env} (default {default})")
-        for part in textwrap.wrap(text, 74):
+        for part in textwrap.wrap(text.replace("``", "`"), 74):
             lines.append(f"      {part}")
     return "\n".join(lines)
 
@@ -57,8 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--redis", help="Redis feature store URL (see `rocketrank features load`)")
     parser.add_argument("--redis-prefix", help="key prefix in Redis (default rocketrank:)")
     parser.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     parser.add_argument("--coarse-model", help="model name for the coarse stage ('' = none)")
     parser.add_argument("--fine-model", help="model name for the fine stage ('' = none)")
     parser.add_argument("--reload-interval", type=float, help="seconds between pointer polls")

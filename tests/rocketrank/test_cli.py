@@ -19,7 +19,6 @@ PATHS = [path for path, _, _ in COMMANDS]
 # Options in files other helpers own that still lack help (their fix, not this file's):
 # service/commands/serve.py --host/--port, service/commands/features.py
 # --user-id-column/--item-id-column.
-PENDING_ELSEWHERE = {"serve", "features load"}
 # Commands whose modules this change wrote or owns: their docstrings carry examples.
 WITH_EXAMPLES = ["train", "data check", "data negatives", "eval", "predict", "sample-request"]
 
@@ -44,12 +43,7 @@ def test_top_level_help_lists_every_command_by_its_full_path(
 
 
 def _parser_or_pending(path: str) -> argparse.ArgumentParser:
-    try:
-        return command_parser(path)
-    except ImportError:
-        if path in PENDING_ELSEWHERE:
-            pytest.xfail(f"{path}: its module does not import yet")
-        raise
+    return command_parser(path)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -61,8 +55,6 @@ def test_every_option_has_help(path: str) -> None:
         if not isinstance(action, argparse._HelpAction)
         and (not action.help or action.help == argparse.SUPPRESS)
     ]
-    if missing and path in PENDING_ELSEWHERE:
-        pytest.xfail(f"{path}: {missing} lack help in a file another helper owns")
     assert not missing, f"rocketrank {path}: options without help: {missing}"
 
 
