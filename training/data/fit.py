@@ -35,8 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from models.contract.features import Encoding, FeatureEncoder, FeatureSpec, FeatureType, Transform
-from models.contract.features import Vocabulary
+from models.contract.features import (
+    Encoding,
+    FeatureEncoder,
+    FeatureSpec,
+    FeatureType,
+    Transform,
+    Vocabulary,
+)
 from training.data.encoding import _nullable_ints
 from training.data.schema import Schema
 

@@ -21,8 +21,9 @@ CSV file encodes exactly like ``[3, 5]`` in a Parquet file.
 
 A data directory holds ``train.parquet`` (or ``train.csv``, or a ``train/``
 directory of Parquet files, possibly Hive-partitioned: see
-:mod:`training.data.source`), ``valid.*``, ``test.*`` and ``schema.yaml``, and optionally ``users.parquet`` and
-``items.parquet`` (side tables keyed by the user and item id).
+:mod:`training.data.source`), ``valid.*``, ``test.*`` and ``schema.yaml``, and
+optionally ``users.parquet`` and ``items.parquet`` (side tables keyed by the
+user and item id).
 """
 
 # Over 400 lines: file formats, the directory layout and the side-table joins all

@@ -173,7 +173,9 @@ class SplitSource:
             tables.append(self._read_piece(piece, wanted).slice(lo, hi - lo))
         return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
-    def iter_tables(self, chunk_rows: int, columns: Iterable[str] | None = None) -> Iterator[pa.Table]:
+    def iter_tables(
+        self, chunk_rows: int, columns: Iterable[str] | None = None
+    ) -> Iterator[pa.Table]:
         """The split in file order, ``chunk_rows`` rows at a time (the last may be shorter)."""
         if chunk_rows <= 0:
             raise ValueError(f"chunk_rows must be > 0, got {chunk_rows}")

@@ -51,7 +51,9 @@ from training.data.validate import (
     validate_split,
 )
 
-_COUNT = re.compile(r"\d+")
+_NUMBER = re.compile(r"\d+")
+# the count of a message such as "has 3 null(s)" or "2 row(s) hold other values"
+_COUNT = re.compile(r"\d+(?= [^;()]*\(s\))")
 
 
 @dataclass
@@ -100,7 +102,7 @@ def iter_split_columns(
 
 
 def _merge_problem(state: _SplitState, problem: Problem) -> None:
-    key = (problem.split, problem.column, _COUNT.sub("#", problem.message))
+    key = (problem.split, problem.column, _NUMBER.sub("#", problem.message))
     old = state.problems.get(key)
     if old is None:
         state.problems[key] = problem
@@ -113,7 +115,9 @@ def _merge_problem(state: _SplitState, problem: Problem) -> None:
         state.problems[key] = Problem(old.split, old.column, message)
 
 
-def _update_summary(state: _SplitState, schema: Schema, chunk: SplitSummary, columns: Columns) -> None:
+def _update_summary(
+    state: _SplitState, schema: Schema, chunk: SplitSummary, columns: Columns
+) -> None:
     s = state.summary
     s.rows += chunk.rows
     for key in ("nonfinite", "missing"):
@@ -170,9 +174,7 @@ def check_streaming(
     # per task: [rows kept, positives] among train's where-rows
     task_counts = {t: [0, 0] for t in report.tasks}
     states: dict[str, _SplitState] = {}
-    hashed = [
-        f for f in schema.features if f.encoding is Encoding.HASH
-    ]
+    hashed = [f for f in schema.features if f.encoding is Encoding.HASH]
     for split, path in files.splits.items():
         state = states[split] = _SplitState()
         for columns in iter_split_columns(path, schema, chunk_rows):
@@ -200,7 +202,9 @@ def check_streaming(
     if encoder is not None and oov:
         for split in ("valid", "test"):
             if split in files.splits:
-                out.oov_rate[split] = _oov_rates(encoder, schema, files.splits[split], chunk_rows, side)
+                out.oov_rate[split] = _oov_rates(
+                    encoder, schema, files.splits[split], chunk_rows, side
+                )
     return out
 
 

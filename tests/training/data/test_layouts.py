@@ -129,8 +129,7 @@ def test_a_directory_without_parquet_files_is_refused(tmp_path: Path) -> None:
         read_columns(tmp_path / "train")
 
 
-def test_a_split_as_file_and_directory_is_ambiguous(dirs: tuple[Path, Path], tmp_path: Path) -> None:
-    single, _ = dirs
+def test_a_split_as_file_and_directory_is_ambiguous(tmp_path: Path) -> None:
     (tmp_path / "train").mkdir()
     write_frame(make_log(10, 0), tmp_path / "train" / "part-0.parquet")
     write_frame(make_log(10, 0), tmp_path / "train.parquet")
