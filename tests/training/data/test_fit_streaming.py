@@ -202,3 +202,30 @@ def test_rank_shards_split_every_epoch_between_the_ranks(tmp_path: Path, world: 
         # the assignment is a function of (rank, world, seed, epoch)
         again = list(split.for_rank(1, world).iter_batches(50, shuffle=True, seed=7, epoch=epoch))
         assert all(torch.equal(a.group, b.group) for a, b in zip(again, per_rank[1], strict=True))
+
+
+def test_streaming_check_summarises_like_the_in_memory_check(tmp_path: Path) -> None:
+    from training.commands.data_check import oov_rates
+    from training.data.readers import read_data_dir
+    from training.data.validate import validate_columns
+
+    data_dir = _data_dir(tmp_path / "data")
+    files = find_data_files(data_dir)
+    schema = Schema.from_dict(SCHEMA)
+    splits, side = read_data_dir(files, schema)
+    memory = validate_columns(schema, dict(splits), None, side_tables=side)
+    streamed = check_streaming(files, schema, None, chunk_rows=CHUNK)
+    assert streamed.report.problems == memory.problems == []
+    assert streamed.report.tasks == memory.tasks
+    for name, summary in memory.splits.items():
+        got = streamed.report.splits[name]
+        assert (got.rows, got.nonfinite, got.missing) == (
+            summary.rows,
+            summary.nonfinite,
+            summary.missing,
+        )
+        assert got.label_rates == pytest.approx(summary.label_rates, rel=1e-12)
+    encoder = fit_encoder(schema, splits["train"])
+    _assert_same_fit(streamed.encoder, encoder)
+    for name in ("valid", "test"):
+        assert streamed.oov_rate[name] == pytest.approx(oov_rates(encoder, splits[name]))
