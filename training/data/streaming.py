@@ -292,24 +292,31 @@ class StreamingSplit:
 
 
 def _rebatch(parts: Iterator[EncodedColumns], batch_size: int) -> Iterator[Batch]:
-    """Consecutive batches of ``batch_size`` rows over a stream of row blocks."""
-    pending: list[EncodedColumns] = []
-    n_pending = 0
-    for rows in parts:
-        pending.append(rows)
-        n_pending += len(rows)
-        if n_pending < batch_size:
-            continue
-        merged = EncodedColumns.concat(pending)
-        full = (n_pending // batch_size) * batch_size
-        for start in range(0, full, batch_size):
-            index = torch.arange(start, start + batch_size, dtype=torch.int64)
-            yield merged.take(index).to_batch()
-        rest = torch.arange(full, n_pending, dtype=torch.int64)
-        pending = [merged.take(rest)] if len(rest) else []
-        n_pending = len(rest)
-    if n_pending:
-        yield EncodedColumns.concat(pending).to_batch()
+    """Consecutive batches of ``batch_size`` rows over a stream of row blocks.
+
+    A block is never copied whole: batches are taken from it directly, and only
+    the batch that straddles two blocks concatenates (fewer than ``batch_size``
+    leftover rows with the head of the next block).
+    """
+    pending: EncodedColumns | None = None  # fewer than batch_size rows
+    for block in parts:
+        start = 0
+        if pending is not None:
+            need = batch_size - len(pending)
+            head = block.take(torch.arange(min(need, len(block)), dtype=torch.int64))
+            pending = EncodedColumns.concat([pending, head])
+            start = len(head)
+            if len(pending) < batch_size:
+                continue
+            yield pending.to_batch()
+            pending = None
+        while len(block) - start >= batch_size:
+            yield block.take(torch.arange(start, start + batch_size, dtype=torch.int64)).to_batch()
+            start += batch_size
+        if start < len(block):
+            pending = block.take(torch.arange(start, len(block), dtype=torch.int64))
+    if pending is not None and len(pending):
+        yield pending.to_batch()
 
 
 class RankShard:
