@@ -234,6 +234,7 @@ class StreamingSplit:
         start = chunk * self.chunk_rows
         stop = min(start + self.chunk_rows, self.n_source_rows)
         encoded = encode_columns(self.schema, self.encoder, self.read_columns(start, stop), report)
+        pa.default_memory_pool().release_unused()  # the chunk's Arrow buffers are gone
         if cached is not None:
             _save_chunk(cached, encoded)
         return encoded

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from models.contract.features import OOV_INDEX, PAD_INDEX, Encoding, FeatureEncoder, FeatureType
 from training.data.encoding import encode_features
@@ -94,7 +95,12 @@ def iter_split_columns(
     source = SplitSource(path)
     if source.streamable:
         for table in source.iter_tables(chunk_rows, wanted):
-            yield table_to_columns(table)
+            columns = table_to_columns(table)
+            # the Arrow buffers of a chunk must not outlive it while the caller works
+            del table
+            yield columns
+            del columns
+            pa.default_memory_pool().release_unused()
         return
     table = read_table(path, schema, wanted)
     for start in range(0, max(table.num_rows, 1), chunk_rows):
