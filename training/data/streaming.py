@@ -263,6 +263,18 @@ class StreamingSplit:
             chunks: visit only the chunks at plan positions ``i`` with
                 ``chunks(i)`` true (a rank's share); default every chunk.
         """
+        for block, order in self._blocks(shuffle, seed, epoch, report, chunks):
+            yield block.take(order)
+
+    def _blocks(
+        self,
+        shuffle: bool,
+        seed: int,
+        epoch: int,
+        report: EncodeReport | None = None,
+        chunks: Callable[[int], bool] | None = None,
+    ) -> Iterator[tuple[EncodedColumns, Tensor]]:
+        """``(encoded chunk in file order, int64 order of its kept rows)`` per visited chunk."""
         keep = self.kept()
         for position, (chunk, perm) in enumerate(self._chunks(shuffle, seed, epoch)):
             if chunks is not None and not chunks(position):
@@ -272,7 +284,7 @@ class StreamingSplit:
                 perm = perm[keep[start + perm]]
                 if len(perm) == 0:
                     continue
-            yield self.encode_chunk(chunk, report).take(torch.from_numpy(perm))
+            yield self.encode_chunk(chunk, report), torch.from_numpy(perm)
 
     def iter_batches(
         self,
@@ -285,37 +297,36 @@ class StreamingSplit:
         """Yield the same batches as the in-memory split (see the module docstring)."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
-        yield from _rebatch(self.iter_rows(shuffle, seed, epoch, report), batch_size)
+        yield from _rebatch(self._blocks(shuffle, seed, epoch, report), batch_size)
 
     def for_rank(self, rank: int, world_size: int) -> RankShard:
         """This rank's share of the chunks (see :class:`RankShard`)."""
         return RankShard(self, rank, world_size)
 
 
-def _rebatch(parts: Iterator[EncodedColumns], batch_size: int) -> Iterator[Batch]:
-    """Consecutive batches of ``batch_size`` rows over a stream of row blocks.
+def _rebatch(blocks: Iterator[tuple[EncodedColumns, Tensor]], batch_size: int) -> Iterator[Batch]:
+    """Consecutive batches of ``batch_size`` rows over ``(block, row order)`` pairs.
 
-    A block is never copied whole: batches are taken from it directly, and only
-    the batch that straddles two blocks concatenates (fewer than ``batch_size``
-    leftover rows with the head of the next block).
+    Each batch gathers its rows straight from the block in file order (no
+    permuted copy of a whole chunk); only a batch that straddles two blocks
+    concatenates (fewer than ``batch_size`` leftover rows with the next block's head).
     """
     pending: EncodedColumns | None = None  # fewer than batch_size rows
-    for block in parts:
+    for block, order in blocks:
         start = 0
         if pending is not None:
-            need = batch_size - len(pending)
-            head = block.take(torch.arange(min(need, len(block)), dtype=torch.int64))
+            head = block.take(order[: batch_size - len(pending)])
             pending = EncodedColumns.concat([pending, head])
             start = len(head)
             if len(pending) < batch_size:
                 continue
             yield pending.to_batch()
             pending = None
-        while len(block) - start >= batch_size:
-            yield block.take(torch.arange(start, start + batch_size, dtype=torch.int64)).to_batch()
+        while len(order) - start >= batch_size:
+            yield block.take(order[start : start + batch_size]).to_batch()
             start += batch_size
-        if start < len(block):
-            pending = block.take(torch.arange(start, len(block), dtype=torch.int64))
+        if start < len(order):
+            pending = block.take(order[start:])
     if pending is not None and len(pending):
         yield pending.to_batch()
 
