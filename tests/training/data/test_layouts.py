@@ -135,3 +135,26 @@ def test_a_split_as_file_and_directory_is_ambiguous(tmp_path: Path) -> None:
     write_frame(make_log(10, 0), tmp_path / "train.parquet")
     with pytest.raises(DataReadError, match="keep one"):
         find_data_files(tmp_path)
+
+
+@pytest.mark.parametrize("chunk_rows", [0, 64])
+def test_hive_split_trains_like_the_single_file(
+    dirs: tuple[Path, Path], tmp_path: Path, chunk_rows: int
+) -> None:
+    from tests.helpers.trainer import tiny_config
+    from training.loop.trainer import TrainOptions, train
+
+    single, hive = dirs
+    cfg = tiny_config("rocket", epochs=1, batch_size=32, data={"chunk_rows": chunk_rows})
+    states = []
+    for name, root in (("file", single), ("hive", hive)):
+        train(
+            cfg,
+            prepare_data(root, cfg, cache=False),
+            tmp_path / name,
+            TrainOptions(progress=False, threads=1),
+        )
+        states.append(torch.load(tmp_path / name / "model.pt", weights_only=True)["model"])
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
