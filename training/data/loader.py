@@ -41,6 +41,7 @@ from training.data.dataset import EncodedSplit, encode_split, fit_encoder
 from training.data.readers import DataFiles, find_data_files, read_data_dir, resolve_schema
 from training.data.schema import Schema
 from training.data.shuffle import CHUNK_ROWS
+from training.data.source import file_stamps
 from training.data.validate import SplitSummary, ValidationReport, validate_columns
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def load_dataset(
 # --------------------------------------------------------------------------- cache
 
 
-def _code_fingerprint() -> str:
+def code_fingerprint() -> str:
     """Hash of the source that decides encoded values, so code changes re-encode."""
     digest = hashlib.sha256()
     for module in (contract_features, readers_module, encoding_module, dataset_module):
@@ -154,14 +155,11 @@ def _cache_key(
     encoder: FeatureEncoder | None,
     chunk_rows: int,
 ) -> str:
-    stamps = []
-    for path in sorted([*files.splits.values(), *files.side_tables.values()]):
-        stat = path.stat()
-        stamps.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    stamps = file_stamps([*files.splits.values(), *files.side_tables.values()])
     blob = json.dumps(
         {
             "format": _CACHE_FORMAT,
-            "code": _code_fingerprint(),
+            "code": code_fingerprint(),
             "schema": schema.to_dict(),
             "tasks": tasks,
             "encoder": None if encoder is None else encoder.state(),

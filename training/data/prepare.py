@@ -16,9 +16,9 @@ import torch
 from training.config import RunConfig
 from training.data.dataset import EncodedSplit
 from training.data.loader import Dataset, load_dataset
-from training.data.readers import read_columns
 from training.data.shuffle import CHUNK_ROWS
-from training.data.streaming import StreamingSplit
+from training.data.stream_prepare import StreamedDataset, open_streaming
+from training.data.streaming import RankShard, StreamingSplit
 from training.loop.errors import TrainingError
 
 
@@ -29,18 +29,20 @@ class PreparedData:
     Attributes:
         dataset: the validated, encoded data directory (schema + fitted encoder).
         task: the task name; ``label`` its label name (key of ``Batch.labels``).
-        train: the training split (in memory, or streamed from Parquet).
-        valid: validation split (early stopping), or None.
+        train: the training split (in memory, or streamed from Parquet; under
+            torchrun with ``rank`` given, this rank's share of it).
+        valid: validation split (early stopping), or None; streamed in chunks
+            when ``data.chunk_rows > 0``.
         test: test split (final metrics), or None (then final metrics use valid).
         data_dir: where the data came from.
     """
 
-    dataset: Dataset
+    dataset: Dataset | StreamedDataset
     task: str
     label: str
-    train: EncodedSplit | StreamingSplit
-    valid: EncodedSplit | None
-    test: EncodedSplit | None
+    train: EncodedSplit | StreamingSplit | RankShard
+    valid: EncodedSplit | StreamingSplit | None
+    test: EncodedSplit | StreamingSplit | None
     data_dir: Path | None = None
 
 
@@ -50,6 +52,7 @@ def prepare_data(
     *,
     max_rows: int | None = None,
     cache: bool = True,
+    rank: tuple[int, int] | None = None,
 ) -> PreparedData:
     """Read, validate and encode a data directory once for ``cfg.task``.
 
@@ -61,9 +64,17 @@ def prepare_data(
         cfg: the run config (task; ``data.chunk_rows`` > 0 streams the training split).
         max_rows: use at most the first N rows of each split file (quick runs).
         cache: reuse the data layer's encoded-split cache.
+        rank: ``(rank, world_size)`` under torchrun: with streaming, each rank
+            reads only its own chunks of the training split
+            (:class:`training.data.streaming.RankShard`; the trainer must then
+            not slice the batches again). Default: every rank reads every batch.
     """
     if max_rows is not None and max_rows <= 0:
         raise ValueError(f"max_rows must be > 0, got {max_rows}")
+    if cfg.data.chunk_rows > 0:
+        if max_rows is not None:
+            raise ValueError("max_rows cannot be combined with streaming (data.chunk_rows > 0)")
+        return prepare_streaming(data_dir, cfg, cache=cache, rank=rank)
     # the in-memory split shuffles with the same chunk plan as a streamed one
     chunk_rows = cfg.data.chunk_rows or CHUNK_ROWS
     dataset = load_dataset(data_dir, tasks=[cfg.task], cache=cache, chunk_rows=chunk_rows)
@@ -78,28 +89,46 @@ def prepare_data(
             s = s.filter_rows(torch.arange(len(s)) < max_rows)
         return s.for_task(schema, cfg.task)
 
-    if cfg.data.chunk_rows > 0:
-        if max_rows is not None:
-            raise ValueError("max_rows cannot be combined with streaming (data.chunk_rows > 0)")
-        assert dataset.files is not None
-        side_tables = {
-            name: read_columns(path, schema) for name, path in dataset.files.side_tables.items()
-        }
-        train: EncodedSplit | StreamingSplit = StreamingSplit(
-            dataset.files.splits["train"],
-            schema,
-            dataset.encoder,
-            task=cfg.task,
-            chunk_rows=cfg.data.chunk_rows,
-            name="train",
-            side_tables=side_tables,
-        )
-    else:
-        train = split("train")  # type: ignore[assignment]
+    train = split("train")
     valid, test = split("valid"), split("test")
     if len(train) == 0:
         raise TrainingError(f"task {cfg.task!r}: the training split has no rows")
     return PreparedData(dataset, cfg.task, label, train, valid, test, Path(data_dir))
 
 
-__all__ = ["PreparedData", "prepare_data"]
+def prepare_streaming(
+    data_dir: str | Path,
+    cfg: RunConfig,
+    *,
+    cache: bool = True,
+    rank: tuple[int, int] | None = None,
+) -> PreparedData:
+    """:func:`prepare_data` with ``data.chunk_rows > 0``: nothing holds a split.
+
+    One bounded-memory pass validates every split and fits the encoder on train
+    (:mod:`training.data.validate_stream`); train, valid and test are
+    :class:`StreamingSplit` s reading ``data.chunk_rows`` rows at a time, and
+    encoded chunks are cached on disk (:mod:`training.data.stream_prepare`).
+    """
+    dataset, splits = open_streaming(
+        data_dir, cfg.task, chunk_rows=cfg.data.chunk_rows, cache=cache
+    )
+    train = splits["train"]
+    if len(train) == 0:
+        raise TrainingError(f"task {cfg.task!r}: the training split has no rows")
+    label = dataset.schema.task(cfg.task).label
+    sharded: StreamingSplit | RankShard = train
+    if rank is not None and rank[1] > 1:
+        sharded = train.for_rank(*rank)
+    return PreparedData(
+        dataset,
+        cfg.task,
+        label,
+        sharded,
+        splits.get("valid"),
+        splits.get("test"),
+        Path(data_dir),
+    )
+
+
+__all__ = ["PreparedData", "prepare_data", "prepare_streaming"]

@@ -19,9 +19,11 @@ separator-joined strings in CSV. The CSV reader splits them and, when every
 token spells an integer, converts the tokens to ``int64``, so ``"3|5"`` in a
 CSV file encodes exactly like ``[3, 5]`` in a Parquet file.
 
-A data directory holds ``train.parquet`` (or ``train.csv``), ``valid.*``,
-``test.*`` and ``schema.yaml``, and optionally ``users.parquet`` and
-``items.parquet`` (side tables keyed by the user and item id).
+A data directory holds ``train.parquet`` (or ``train.csv``, or a ``train/``
+directory of Parquet files, possibly Hive-partitioned: see
+:mod:`training.data.source`), ``valid.*``, ``test.*`` and ``schema.yaml``, and
+optionally ``users.parquet`` and ``items.parquet`` (side tables keyed by the
+user and item id).
 """
 
 # Over 400 lines: file formats, the directory layout and the side-table joins all
@@ -44,6 +46,7 @@ import pyarrow.parquet as pq
 
 from models.contract.features import FeatureType
 from training.data.schema import Schema, SchemaError, load_schema
+from training.data.source import SourceError, SplitSource
 
 Columns = dict[str, np.ndarray]
 """Ordered ``{column name: 1-d numpy array}``, all of one length."""
@@ -64,7 +67,8 @@ class DataFiles:
 
     Attributes:
         root: the directory.
-        splits: split name (``train``/``valid``/``test``) → file, for those present.
+        splits: split name (``train``/``valid``/``test``) → file or directory
+            (of Parquet files, see :mod:`training.data.source`), for those present.
         schema: ``schema.yaml`` when present.
         side_tables: ``users``/``items`` → file, for those present.
     """
@@ -89,6 +93,8 @@ def find_data_files(data_dir: str | Path) -> DataFiles:
     side: dict[str, Path] = {}
     for stem, target in [(s, splits) for s in SPLITS] + [(s, side) for s in SIDE_TABLES]:
         found = [root / f"{stem}{ext}" for ext in FORMATS if (root / f"{stem}{ext}").is_file()]
+        if (root / stem).is_dir():
+            found.append(root / stem)  # a directory of Parquet files / a Hive dataset
         if len(found) > 1:
             raise DataReadError(f"{root}: both {found[0].name} and {found[1].name} exist; keep one")
         if found:
@@ -263,6 +269,8 @@ def read_table(
     path = Path(path)
     wanted = None if columns is None else list(dict.fromkeys(columns))
     try:
+        if path.is_dir():
+            return SplitSource(path).read_all(wanted)
         if path.suffix == ".parquet":
             present = pq.read_schema(path).names
             keep = None if wanted is None else [c for c in wanted if c in present]
@@ -271,7 +279,7 @@ def read_table(
             return _read_csv(path, multi_valued_columns(schema), wanted)
     except FileNotFoundError as exc:
         raise DataReadError(f"file not found: {path}") from exc
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, OSError, SourceError) as exc:
         raise DataReadError(f"{path}: cannot read: {exc}") from exc
     raise DataReadError(f"{path}: unknown format (expected .parquet or .csv)")
 

@@ -1,26 +1,44 @@
 """Stream a Parquet split chunk by chunk with bounded memory.
 
 :class:`StreamingSplit` yields exactly the batches an in-memory
-:class:`training.data.dataset.EncodedSplit` of the same file yields for the same
+:class:`training.data.dataset.EncodedSplit` of the same rows yields for the same
 ``(batch_size, shuffle, seed, epoch)``: it walks the same chunk plan
 (:mod:`training.data.shuffle`), reads one chunk's rows from the row groups that
-hold them, encodes them with the same encoder, permutes them with the same
-permutation and drops the rows a task's ``where`` removes. In memory at any
-time: one chunk (raw and encoded) plus fewer than ``batch_size`` leftover rows.
+hold them (a split may be one file, a directory of files or a Hive dataset, see
+:mod:`training.data.source`), encodes them with the same encoder, permutes them
+with the same permutation and drops the rows a task's ``where`` removes. In
+memory at any time: one chunk (raw and encoded) plus fewer than ``batch_size``
+leftover rows, and one byte per row of the row-selection mask.
+
+It also serves evaluation: ``labels``, ``user`` and ``group`` (what the metrics
+need per row, read column-wise in chunks, never the features) and
+``filter_rows`` (a row subset, e.g. one rank's slice), so
+``training.loop.evaluation.evaluate_model`` scores a streamed split in chunks
+of ``eval_batch_size`` rows with predictions the only per-row state.
+
+With ``cache_dir`` each encoded chunk is written once (``chunk-<k>.pt``) and
+read back by later epochs and runs instead of decoding and encoding the
+Parquet rows again: the encoded-split cache, chunk by chunk.
+
+:meth:`StreamingSplit.for_rank` gives one torchrun rank its own share of the
+chunks (see :class:`RankShard`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
+from torch import Tensor
 
 from models.contract.features import EncodeReport, FeatureEncoder
-from training.data.dataset import Batch, EncodedColumns, encode_columns
+from training.data.dataset import Batch, EncodedColumns, _int_ids, encode_columns
 from training.data.readers import (
     Columns,
     DataReadError,
@@ -31,29 +49,39 @@ from training.data.readers import (
 )
 from training.data.schema import Schema
 from training.data.shuffle import CHUNK_ROWS, chunk_plan
+from training.data.source import SourceError, SplitSource
+
+_CHUNK_FORMAT = 1
+
+
+def chunk_ranges(n_rows: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of every chunk of a split in file order."""
+    return [(s, min(s + chunk_rows, n_rows)) for s in range(0, n_rows, chunk_rows)]
 
 
 class StreamingSplit:
     """A Parquet split read lazily, one chunk of ``chunk_rows`` rows at a time.
 
     Args:
-        path: the split's ``.parquet`` file.
+        path: the split (a ``.parquet`` file or a directory of them), or a
+            :class:`~training.data.source.SplitSource` of it.
         schema: the log schema.
-        encoder: the fitted encoder (fit it on train first, e.g. with a sample
-            or the in-memory train split).
+        encoder: the fitted encoder (``training.data.fit`` fits one in a
+            bounded-memory pass).
         task: restrict to a task's ``where`` rows.
-        chunk_rows: chunk size of the chunked shuffle; best equal to the file's
-            row-group size, so a chunk is read as one row group.
+        chunk_rows: chunk size of the chunked shuffle; best a multiple of the
+            row-group size, so a chunk reads whole row groups.
         name: split name (for messages).
-        side_tables: ``users``/``items`` columns to join features the file lacks
+        side_tables: ``users``/``items`` columns to join features the split lacks
             from (see :func:`training.data.readers.join_side_tables`); default:
-            the side tables beside the file, read only when the file lacks a
-            feature column.
+            the side tables of the data directory, read only when the split lacks
+            a feature column.
+        cache_dir: write each encoded chunk here once and read it back later.
     """
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | SplitSource,
         schema: Schema,
         encoder: FeatureEncoder,
         *,
@@ -61,10 +89,15 @@ class StreamingSplit:
         chunk_rows: int = CHUNK_ROWS,
         name: str = "",
         side_tables: Mapping[str, Columns] | None = None,
+        cache_dir: str | Path | None = None,
     ) -> None:
-        self.path = Path(path)
-        if self.path.suffix != ".parquet":
-            raise DataReadError(f"{self.path}: streaming needs a Parquet file (row groups)")
+        try:
+            self.source = path if isinstance(path, SplitSource) else SplitSource(path)
+        except SourceError as exc:
+            raise DataReadError(str(exc)) from exc
+        self.path = self.source.path
+        if not self.source.streamable:
+            raise DataReadError(f"{self.path}: streaming needs Parquet (row groups)")
         if chunk_rows <= 0:
             raise ValueError(f"chunk_rows must be > 0, got {chunk_rows}")
         self.schema = schema
@@ -72,61 +105,186 @@ class StreamingSplit:
         self.chunk_rows = int(chunk_rows)
         self.name = name or self.path.stem
         self.where = schema.task(task).where if task is not None else None
-        meta = pq.ParquetFile(self.path).metadata
-        self.n_source_rows = meta.num_rows
-        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
-        self._group_starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self.n_source_rows = self.source.num_rows
         self._columns = list(dict.fromkeys(schema.required_columns()))
-        self._len: int | None = None
-        present = set(pq.read_schema(self.path).names)
+        present = set(self.source.columns)
         lacking = [f.name for f in schema.features if f.name not in present]
         if side_tables is None and lacking:
-            files = find_data_files(self.path.parent)
-            side_tables = {n: read_columns(p, schema) for n, p in files.side_tables.items()}
+            root = self.path if self.path.is_dir() else self.path.parent
+            for candidate in (root, root.parent):
+                files = find_data_files(candidate)
+                if files.side_tables:
+                    side_tables = {n: read_columns(p, schema) for n, p in files.side_tables.items()}
+                    break
         self.side_tables: Mapping[str, Columns] = side_tables or {}
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        # bool [n_source_rows] of selected rows (None: every row); the task filter is separate
+        self._selection: np.ndarray | None = None
+        self._keep: np.ndarray | None = None
+        self._keys: dict[str, Tensor] | None = None
+
+    # ----------------------------------------------------------------- rows kept
+    def kept(self) -> np.ndarray | None:
+        """``bool [n_source_rows]``: rows of the split this view yields (None = all)."""
+        if self._keep is None and (self.where is not None or self._selection is not None):
+            keep = np.ones(self.n_source_rows, dtype=bool)
+            if self.where is not None:
+                column = self.schema.labels[self.where].column
+                parts = [
+                    np.asarray(t.column(column).to_numpy(zero_copy_only=False), np.float64) == 1
+                    for t in self.source.iter_tables(self.chunk_rows, [column])
+                ]
+                keep &= np.concatenate(parts) if parts else keep
+            if self._selection is not None:
+                keep &= self._selection
+            self._keep = keep
+        return self._keep
 
     def __len__(self) -> int:
-        """Rows after the task filter (reads the ``where`` label column once)."""
-        if self._len is None:
-            if self.where is None:
-                self._len = self.n_source_rows
-            else:
-                column = self.schema.labels[self.where].column
-                values = pq.read_table(self.path, columns=[column]).column(column)
-                self._len = int(np.sum(np.asarray(values.to_numpy(), dtype=np.float64) == 1))
-        return self._len
+        """Rows after the task filter and any row selection."""
+        keep = self.kept()
+        return self.n_source_rows if keep is None else int(keep.sum())
 
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self) // batch_size)
 
-    def read_rows(self, start: int, stop: int) -> pa.Table:
-        """Rows ``[start, stop)`` of the file, reading only the row groups that hold them."""
-        first = int(np.searchsorted(self._group_starts, start, side="right")) - 1
-        last = int(np.searchsorted(self._group_starts, stop, side="left")) - 1
-        groups = list(range(first, max(first, last) + 1))
-        pf = pq.ParquetFile(self.path)
-        present = set(pf.schema_arrow.names)
-        table = pf.read_row_groups(groups, columns=[c for c in self._columns if c in present])
-        offset = start - int(self._group_starts[first])
-        return table.slice(offset, stop - start)
+    def filter_rows(self, mask: Tensor | np.ndarray) -> StreamingSplit:
+        """Keep the rows where ``mask`` (``bool [len(self)]``) is true (still streamed)."""
+        mask_np = np.asarray(torch.as_tensor(mask, dtype=torch.bool).numpy(), dtype=bool)
+        if mask_np.shape != (len(self),):
+            raise ValueError(f"mask must have shape ({len(self)},), got {mask_np.shape}")
+        keep = self.kept()
+        selection = np.zeros(self.n_source_rows, dtype=bool)
+        rows = np.arange(self.n_source_rows) if keep is None else np.flatnonzero(keep)
+        selection[rows[mask_np]] = True
+        out = self._copy()
+        out._selection = selection
+        return out
 
-    def encode_chunk(self, chunk: int, report: EncodeReport | None = None) -> EncodedColumns:
-        """Encoded rows of one chunk in file order."""
-        start = chunk * self.chunk_rows
-        stop = min(start + self.chunk_rows, self.n_source_rows)
+    def _copy(self) -> StreamingSplit:
+        out = object.__new__(StreamingSplit)
+        out.__dict__.update(self.__dict__)
+        out._keep = None
+        out._keys = None
+        return out
+
+    # ----------------------------------------------------------------- metric columns
+    def _key_columns(self) -> dict[str, Tensor]:
+        """Labels, user and group of the kept rows, read column-wise in chunks."""
+        if self._keys is None:
+            labels = {n: lab.column for n, lab in self.schema.labels.items()}
+            request = self.schema.ids.request
+            names = [*labels.values(), self.schema.ids.user]
+            if request and request in self.source.columns:
+                names.append(request)
+            else:
+                request = None
+            keep = self.kept()
+            parts: dict[str, list[np.ndarray]] = {n: [] for n in [*labels, "user", "group"]}
+            for (start, stop), table in zip(
+                chunk_ranges(self.n_source_rows, self.chunk_rows),
+                self.source.iter_tables(self.chunk_rows, names),
+                strict=True,
+            ):
+                cols = table_to_columns(table)
+                rows = slice(None) if keep is None else keep[start:stop]
+                for name, column in labels.items():
+                    parts[name].append(np.asarray(cols[column], dtype=np.float32)[rows])
+                user = _int_ids(cols[self.schema.ids.user])[rows]
+                parts["user"].append(user)
+                parts["group"].append(_int_ids(cols[request])[rows] if request else user)
+            self._keys = {k: torch.from_numpy(np.concatenate(v)) for k, v in parts.items() if v}
+        return self._keys
+
+    @property
+    def labels(self) -> dict[str, Tensor]:
+        """Label name → ``float32 [N]`` of the kept rows (no features are read)."""
+        keys = self._key_columns()
+        return {n: keys[n] for n in self.schema.labels}
+
+    @property
+    def user(self) -> Tensor:
+        """``int64 [N]`` raw user ids of the kept rows."""
+        return self._key_columns()["user"]
+
+    @property
+    def group(self) -> Tensor:
+        """``int64 [N]`` request ids (user ids without a request column)."""
+        return self._key_columns()["group"]
+
+    # ----------------------------------------------------------------- chunks
+    def read_rows(self, start: int, stop: int) -> pa.Table:
+        """Rows ``[start, stop)`` of the needed columns, reading only the row groups
+        that hold them."""
+        return self.source.read_rows(start, stop, self._columns)
+
+    def read_columns(self, start: int, stop: int) -> Columns:
+        """Canonical columns of rows ``[start, stop)`` (side tables joined)."""
         columns = table_to_columns(self.read_rows(start, stop))
         if self.side_tables:
             columns = join_side_tables(self.schema, columns, self.side_tables)
-        return encode_columns(self.schema, self.encoder, columns, report)
+        return columns
+
+    def encode_chunk(self, chunk: int, report: EncodeReport | None = None) -> EncodedColumns:
+        """Encoded rows of one chunk in file order (from the chunk cache when present)."""
+        cached = self._cache_path(chunk)
+        if cached is not None and report is None and cached.is_file():
+            with contextlib.suppress(Exception):  # a corrupt chunk is re-encoded
+                return _load_chunk(cached)
+        start = chunk * self.chunk_rows
+        stop = min(start + self.chunk_rows, self.n_source_rows)
+        encoded = encode_columns(self.schema, self.encoder, self.read_columns(start, stop), report)
+        pa.default_memory_pool().release_unused()  # the chunk's Arrow buffers are gone
+        if cached is not None:
+            _save_chunk(cached, encoded)
+        return encoded
+
+    def _cache_path(self, chunk: int) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / f"chunk-{chunk}.pt"
 
     def _chunks(self, shuffle: bool, seed: int, epoch: int) -> Iterator[tuple[int, np.ndarray]]:
         if shuffle:
             yield from chunk_plan(self.n_source_rows, self.chunk_rows, seed, epoch)
             return
-        n_chunks = -(-self.n_source_rows // self.chunk_rows)
-        for chunk in range(n_chunks):
-            size = min(self.chunk_rows, self.n_source_rows - chunk * self.chunk_rows)
-            yield chunk, np.arange(size, dtype=np.int64)
+        for chunk, (start, stop) in enumerate(chunk_ranges(self.n_source_rows, self.chunk_rows)):
+            yield chunk, np.arange(stop - start, dtype=np.int64)
+
+    def iter_rows(
+        self,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        report: EncodeReport | None = None,
+        chunks: Callable[[int], bool] | None = None,
+    ) -> Iterator[EncodedColumns]:
+        """Encoded kept rows of each visited chunk, in the epoch's order.
+
+        Args:
+            chunks: visit only the chunks at plan positions ``i`` with
+                ``chunks(i)`` true (a rank's share); default every chunk.
+        """
+        for block, order in self._blocks(shuffle, seed, epoch, report, chunks):
+            yield block.take(order)
+
+    def _blocks(
+        self,
+        shuffle: bool,
+        seed: int,
+        epoch: int,
+        report: EncodeReport | None = None,
+        chunks: Callable[[int], bool] | None = None,
+    ) -> Iterator[tuple[EncodedColumns, Tensor]]:
+        """``(encoded chunk in file order, int64 order of its kept rows)`` per visited chunk."""
+        keep = self.kept()
+        for position, (chunk, perm) in enumerate(self._chunks(shuffle, seed, epoch)):
+            if chunks is not None and not chunks(position):
+                continue
+            start = chunk * self.chunk_rows
+            if keep is not None:
+                perm = perm[keep[start + perm]]
+                if len(perm) == 0:
+                    continue
+            yield self.encode_chunk(chunk, report), torch.from_numpy(perm)
 
     def iter_batches(
         self,
@@ -139,29 +297,141 @@ class StreamingSplit:
         """Yield the same batches as the in-memory split (see the module docstring)."""
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
-        pending: list[EncodedColumns] = []
-        n_pending = 0
-        for chunk, perm in self._chunks(shuffle, seed, epoch):
-            rows = self.encode_chunk(chunk, report).take(torch.from_numpy(perm))
-            if self.where is not None:
-                keep = torch.nonzero(rows.labels[self.where] == 1, as_tuple=False).flatten()
-                rows = rows.take(keep)
-            if len(rows) == 0:
-                continue
-            pending.append(rows)
-            n_pending += len(rows)
-            if n_pending < batch_size:
-                continue
-            merged = EncodedColumns.concat(pending)
-            full = (n_pending // batch_size) * batch_size
-            for start in range(0, full, batch_size):
-                index = torch.arange(start, start + batch_size, dtype=torch.int64)
-                yield merged.take(index).to_batch()
-            rest = torch.arange(full, n_pending, dtype=torch.int64)
-            pending = [merged.take(rest)] if len(rest) else []
-            n_pending = len(rest)
-        if n_pending:
-            yield EncodedColumns.concat(pending).to_batch()
+        yield from _rebatch(self._blocks(shuffle, seed, epoch, report), batch_size)
+
+    def for_rank(self, rank: int, world_size: int) -> RankShard:
+        """This rank's share of the chunks (see :class:`RankShard`)."""
+        return RankShard(self, rank, world_size)
 
 
-__all__ = ["StreamingSplit"]
+def _rebatch(blocks: Iterator[tuple[EncodedColumns, Tensor]], batch_size: int) -> Iterator[Batch]:
+    """Consecutive batches of ``batch_size`` rows over ``(block, row order)`` pairs.
+
+    Each batch gathers its rows straight from the block in file order (no
+    permuted copy of a whole chunk); only a batch that straddles two blocks
+    concatenates (fewer than ``batch_size`` leftover rows with the next block's head).
+    """
+    pending: EncodedColumns | None = None  # fewer than batch_size rows
+    for block, order in blocks:
+        start = 0
+        if pending is not None:
+            head = block.take(order[: batch_size - len(pending)])
+            pending = EncodedColumns.concat([pending, head])
+            start = len(head)
+            if len(pending) < batch_size:
+                continue
+            yield pending.to_batch()
+            pending = None
+        while len(order) - start >= batch_size:
+            yield block.take(order[start : start + batch_size]).to_batch()
+            start += batch_size
+        if start < len(order):
+            pending = block.take(order[start:])
+    if pending is not None and len(pending):
+        yield pending.to_batch()
+
+
+class RankShard:
+    """One torchrun rank's own chunks of a streamed split: no rank reads the whole log.
+
+    In epoch ``e`` the chunk at position ``i`` of the epoch's chunk plan (a
+    function of ``(seed, e)``, the same on every rank) belongs to rank
+    ``i mod world_size``; the assignment is deterministic in
+    ``(rank, world_size, seed, epoch)`` and every row is read by exactly one
+    rank. Every rank yields the same number of batches per epoch,
+    ``ceil(len(split) / batch_size)`` (so collectives line up), each rank
+    splitting its epoch's rows into that many consecutive local batches of
+    near-equal size (an empty one when it has no rows left). The union of the
+    ranks' local batches of one step is a global batch of about ``batch_size``
+    rows of the shuffled epoch — the same distribution as one process, not the
+    same rows, so a run sharded this way is statistically, not bitwise, the
+    single-process run.
+
+    ``num_batches`` is the *global* step count; the trainer must not slice
+    these batches again (``rank_local`` is true).
+    """
+
+    rank_local = True
+
+    def __init__(self, split: StreamingSplit, rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world of size {world_size}")
+        self.split, self.rank, self.world_size = split, rank, world_size
+
+    def __len__(self) -> int:
+        """Rows of the whole split (all ranks)."""
+        return len(self.split)
+
+    def num_batches(self, batch_size: int) -> int:
+        return self.split.num_batches(batch_size)
+
+    def mine(self, position: int) -> bool:
+        """True when the chunk at this plan position belongs to this rank."""
+        return position % self.world_size == self.rank
+
+    def local_rows(self, shuffle: bool, seed: int, epoch: int) -> int:
+        """Rows this rank reads in an epoch (from the kept mask; no data read)."""
+        keep = self.split.kept()
+        total = 0
+        for position, (chunk, perm) in enumerate(self.split._chunks(shuffle, seed, epoch)):
+            if self.mine(position):
+                start = chunk * self.split.chunk_rows
+                total += len(perm) if keep is None else int(keep[start : start + len(perm)].sum())
+        return total
+
+    def iter_batches(
+        self, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0
+    ) -> Iterator[Batch]:
+        """This rank's ``num_batches(batch_size)`` local batches of an epoch."""
+        steps = self.num_batches(batch_size)
+        rows = self.local_rows(shuffle, seed, epoch)
+        sizes = [rows // steps + (k < rows % steps) for k in range(steps)] if steps else []
+        blocks = self.split.iter_rows(shuffle, seed, epoch, chunks=self.mine)
+        pending: EncodedColumns | None = None
+        for size in sizes:
+            while pending is None or len(pending) < size:
+                block = next(blocks, None)
+                if block is None:
+                    break
+                pending = block if pending is None else EncodedColumns.concat([pending, block])
+            if pending is None:  # no rows at all on this rank: empty local batches
+                pending = self.split.encode_chunk(0).take(torch.zeros(0, dtype=torch.int64))
+            yield pending.take(torch.arange(size, dtype=torch.int64)).to_batch()
+            pending = pending.take(torch.arange(size, len(pending), dtype=torch.int64))
+
+
+# --------------------------------------------------------------------------- chunk cache
+
+
+def _save_chunk(path: Path, rows: EncodedColumns) -> None:
+    blob = {
+        "format": _CHUNK_FORMAT,
+        "features": rows.features,
+        "labels": rows.labels,
+        "group": rows.group,
+        "user": rows.user,
+    }
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    except OSError:  # read-only data directories still stream
+        return
+    os.close(fd)
+    try:
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load_chunk(path: Path) -> EncodedColumns:
+    blob = torch.load(path, weights_only=True)
+    if blob.get("format") != _CHUNK_FORMAT:
+        raise ValueError(f"{path}: unsupported chunk format {blob.get('format')!r}")
+    return EncodedColumns(blob["features"], blob["labels"], blob["group"], blob["user"])
+
+
+__all__ = ["RankShard", "StreamingSplit", "chunk_ranges"]
