@@ -23,6 +23,7 @@ import orjson
 
 from bench.common.processes import ServerStartError
 from bench.common.report import median_steps
+from bench.serve.config import MIN_CATALOGUE_ITEMS, NAIVE_RATE
 from bench.serve.findmax import SLO_P99_MS
 from bench.serve.loadgen import LoadGenError
 from bench.serve.run import BenchError, ServeBenchConfig, run_serve_bench
@@ -77,6 +78,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--naive-start-rate", type=float, default=8.0, help="find-max start for the naive (8)"
     )
     parser.add_argument(
+        "--naive-rate",
+        type=float,
+        default=NAIVE_RATE,
+        help=f"offered rate of the naive baseline's fixed runs ({NAIVE_RATE:g}; it cannot "
+        "sustain the service's rate)",
+    )
+    parser.add_argument(
+        "--body",
+        choices=["json", "binary", "both"],
+        default="json",
+        help="request bodies for the service: JSON, the binary tensor encoding "
+        "(docs/SERVICE.md, binary answers too), or both against the same server (json)",
+    )
+    parser.add_argument(
+        "--min-catalogue",
+        type=int,
+        default=MIN_CATALOGUE_ITEMS,
+        help=f"refuse item tables smaller than this ({MIN_CATALOGUE_ITEMS:,})",
+    )
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        help="p99-versus-offered-rate PNG of the --find-max probes (default: --out with .png)",
+    )
+    parser.add_argument(
         "--generator-check",
         type=float,
         metavar="RATE",
@@ -114,6 +140,10 @@ def config_from_args(args: argparse.Namespace) -> ServeBenchConfig:
         fine_model=args.fine_model,
         naive=not args.no_naive,
         naive_start_rate=args.naive_start_rate,
+        naive_rate=args.naive_rate,
+        bodies=("json", "binary") if args.body == "both" else (args.body,),
+        min_catalogue=args.min_catalogue,
+        chart=args.chart,
         generator_check_rate=args.generator_check,
         slo_ms=args.slo_ms,
         timeout=args.timeout,

@@ -22,6 +22,7 @@ from pydantic.json_schema import JsonSchemaMode
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from service.api import binary
 from service.api.deps import ServiceState
 from service.api.parsing import RequestError, error, parse_rank_request
 from service.api.schemas import (
@@ -37,6 +38,7 @@ from service.ranking.values import FeatureValueError
 log = logging.getLogger(__name__)
 
 _JSON = "application/json"
+_JSON_TYPE = [(b"content-type", b"application/json")]
 _DRAIN_LIMIT = 64 * 1024 * 1024
 # Bodies up to this size (about 1,000 ids) are processed on the event loop when the store
 # never does network I/O: the thread hand-off would cost more than the work itself.
@@ -113,7 +115,11 @@ def _serialize(request_id: str, stage: str, result: RankResult, start: float) ->
 
 
 def process(
-    state: ServiceState, body: bytes, start: float, received: float
+    state: ServiceState,
+    body: bytes,
+    start: float,
+    received: float,
+    codec: binary.BinaryExchange | None = None,  # binary bodies/answers (service.api.binary)
 ) -> tuple[int, bytes, str]:
     """Parse → rank → serialise one request. Returns ``(status, body, stage label)``.
 
@@ -126,7 +132,7 @@ def process(
     wait_ms = (t - received) * 1e3
     read_ms = (received - start) * 1e3
     try:
-        request_id, query = parse_rank_request(body, settings)
+        request_id, query = (codec.parse if codec else parse_rank_request)(body, settings)
     except RequestError as exc:
         return exc.status, _detail(exc), "invalid"
     parse_ms = (time.perf_counter() - t) * 1e3
@@ -150,7 +156,8 @@ def process(
         log.exception("rank request %s failed", request_id)
         return 500, orjson.dumps({"detail": "internal error"}), query.stage
     result.timing_ms = {"read": read_ms, "queue": wait_ms, "parse": parse_ms, **result.timing_ms}
-    payload = _serialize(request_id, query.stage, result, start)
+    encode = codec.serialize if codec and codec.binary_response else _serialize
+    payload = encode(request_id, query.stage, result, start)
     observe = state.metrics.step_duration
     for step, ms in result.timing_ms.items():
         if step != "total":
@@ -159,12 +166,14 @@ def process(
     return 200, payload, query.stage
 
 
-async def _run(state: ServiceState, body: bytes, start: float) -> tuple[int, bytes, str]:
+async def _run(
+    state: ServiceState, body: bytes, start: float, codec: binary.BinaryExchange | None
+) -> tuple[int, bytes, str]:
     if len(body) <= _INLINE_BODY_BYTES and state.store.kind in _INLINE_STORES:
-        return process(state, body, start, time.perf_counter())
+        return process(state, body, start, time.perf_counter(), codec)
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(
-        state.executor, process, state, body, start, time.perf_counter()
+        state.executor, process, state, body, start, time.perf_counter(), codec
     )
 
 
@@ -182,6 +191,7 @@ class RankEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         state: ServiceState = scope["app"].state.service
+        codec = binary.negotiate(scope["headers"])  # None: a JSON body and answer
         length = content_type = None
         for name, value in scope["headers"]:
             if name == b"content-length" and length is None:
@@ -192,11 +202,12 @@ class RankEndpoint:
             body = await _receive_body(receive, length, state.settings.max_body_bytes)
             if body is None:
                 return  # the client went away; nobody to answer
-            check_content_type(content_type)
+            if codec is None or not codec.binary_request:
+                check_content_type(content_type)
         except RequestError as exc:
             status, payload, stage = exc.status, _detail(exc), "invalid"
         else:
-            status, payload, stage = await _run(state, body, start)
+            status, payload, stage = await _run(state, body, start, codec)
         seconds = _observe(state, stage, status, start)
         await send(
             {
@@ -204,7 +215,7 @@ class RankEndpoint:
                 "status": status,
                 "headers": [
                     (b"content-length", str(len(payload)).encode()),
-                    (b"content-type", b"application/json"),
+                    *(codec.response_headers(status) if codec else _JSON_TYPE),
                     (b"server-timing", f"total;dur={seconds * 1e3:.3f}".encode()),
                 ],
             }
