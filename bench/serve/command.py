@@ -170,9 +170,10 @@ def format_table(doc: dict[str, Any]) -> str:
         f"{doc['machine']['cores']} cores, torch {doc['machine']['torch']})",
         head + "   (ms)",
     ]
-    labels = {"service": "service", "naive": "naive", "generator_check": "null srv"}
-    for name, label in labels.items():
-        part = doc.get(name)
+    parts = [(f"svc/{body}", part) for body, part in (doc.get("service_by_body") or {}).items()]
+    parts = parts or [("service", doc.get("service"))]
+    parts += [("naive", doc.get("naive")), ("null srv", doc.get("generator_check"))]
+    for label, part in parts:
         if not part:
             continue
         m = part["median"]
@@ -194,6 +195,13 @@ def format_table(doc: dict[str, Any]) -> str:
         f"server_time_ratio_vs_bare {_cell(doc['server_time_ratio_vs_bare'])}   "
         f"speedup_vs_naive {_cell(doc['speedup_vs_naive'], 1)} ({doc['speedup_basis']})"
     )
+    for body, head in (doc.get("bodies") or {}).items():
+        lines.append(
+            f"{body}: {head['body_bytes_mean'] / 1024:.0f} KiB bodies, server/bare "
+            f"{_cell(head['server_time_ratio_vs_bare'])}, max qps under SLO "
+            f"{_cell(head['max_qps_under_slo'], 1)}, speedup_vs_naive "
+            f"{_cell(head['speedup_vs_naive'], 1)}"
+        )
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ MIN_CATALOGUE_ITEMS = 100_000
 """Smallest item table the benchmark accepts by default: candidates must be drawn from a
 realistic catalogue, not be the whole table (``--min-catalogue`` lowers it for tests)."""
 
-NAIVE_RATE = 2.0
+NAIVE_RATE = 1.0
 """Offered rate of the naive baseline's fixed runs: it spends ~0.1-0.3 s of CPU on one
 10,000-candidate request, so at the service's 100 req/s every request would time out
 and its latency would not be a number."""

@@ -231,7 +231,8 @@ def test_bench_serve_end_to_end_writes_every_key(tiny, tmp_path):
     for key in ("cpu_model", "cores", "torch", "date_utc"):
         assert key in doc["machine"]
     table = format_table(doc)
-    assert "service" in table and "naive" in table and "server_time_ratio_vs_bare" in table
+    assert "svc/json" in table and "svc/binary" in table and "naive" in table
+    assert "server_time_ratio_vs_bare" in table and "binary: " in table
     out.write_bytes(orjson.dumps(doc))  # serialisable as written
     md = render([out])
     assert "| cascade | 1 | 200 | 20 |" in md and "speed-up basis" in md

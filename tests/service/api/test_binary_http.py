@@ -14,6 +14,8 @@ import pytest
 from service.api import binary
 from tests.helpers import service as sf
 
+pytestmark = pytest.mark.slow  # starts a server process
+
 USER = int(sf.USER_IDS[7])
 CONTEXT = {"hour": 21, "device": "ios"}
 # every known item (more than the 16 KiB inline limit as JSON: the ranking thread runs),
