@@ -236,3 +236,4 @@ def test_bench_serve_end_to_end_writes_every_key(tiny, tmp_path):
     out.write_bytes(orjson.dumps(doc))  # serialisable as written
     md = render([out])
     assert "| cascade | 1 | 200 | 20 |" in md and "speed-up basis" in md
+    assert "Per body format" in md and "| cascade | 1 | binary |" in md
