@@ -82,9 +82,11 @@ def write_rate_chart(doc: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_xlabel("offered rate (requests/s)")
     ax.set_ylabel("p99 latency (ms, from the due time)")
     machine = doc.get("machine") or {}
+    load = machine.get("load_average_at_start")
+    load = "/".join(f"{x:.1f}" for x in load) if load else "?"
     ax.set_title(
         f"{doc.get('stage', '?')}, {doc.get('candidates', '?')} candidates; "
-        f"{machine.get('cores', '?')} cores, load {machine.get('load_average_at_start', '?')}",
+        f"{machine.get('cores', '?')} cores, load average at start {load}",
         fontsize=9,
     )
     ax.grid(True, which="both", alpha=0.3)

@@ -152,7 +152,6 @@ def _measure_servers(
         [workload.with_body(b) for b in cfg.bodies],
         find_max=cfg.find_max,
         start_rate=cfg.start_rate,
-        sustained=False,
     )
     naive: dict[str, Any] | None = None
     if cfg.naive:

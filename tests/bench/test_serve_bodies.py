@@ -10,15 +10,18 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from fastapi.testclient import TestClient
 
 from bench.serve.chart import rate_series, write_rate_chart
 from bench.serve.command import add_arguments, config_from_args
 from bench.serve.config import NAIVE_RATE, ServeBenchConfig
 from bench.serve.http_wire import build_request, server_timing
+from bench.serve.inprocess import cpu_per_request
 from bench.serve.run import BenchError, _speedup, run_serve_bench
 from bench.serve.workload import WorkloadError, build_workload
 from service.api import binary
 from service.api.parsing import parse_rank_request
+from service.app import create_app
 from service.settings import Settings
 from tests.helpers import service as sf
 
@@ -133,3 +136,14 @@ def test_rate_chart_is_a_png_and_needs_probes(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no --find-max probes"):
         write_rate_chart({"service": {"runs": []}}, tmp_path / "none.png")
+
+
+def test_in_process_cpu_measurement_runs_both_body_formats(tiny):
+    settings = Settings(repo=tiny["repo"], features_dir=tiny["data"], reload_interval_s=0)
+    base = build_workload(tiny["data"], "cascade", candidates=50, coarse_top_k=10, n_requests=2)
+    workloads = {"json": base, "binary": base.with_body("binary")}
+    app = create_app(settings)
+    with TestClient(app):
+        result = cpu_per_request(app, workloads, requests=3, rounds=2)
+    assert list(result) == ["json", "binary"]
+    assert all(len(v) == 2 and all(x > 0 for x in v) for v in result.values())
