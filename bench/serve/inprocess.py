@@ -25,6 +25,8 @@ import orjson
 from fastapi.testclient import TestClient
 
 from bench.serve.workload import BODY_FORMATS, Workload, build_workload
+from service.api import binary
+from service.api.parsing import parse_rank_request
 from service.app import create_app
 from service.settings import Settings
 
@@ -84,6 +86,28 @@ def cpu_per_request(
     return out
 
 
+def parse_cpu_per_request(
+    settings: Settings, workloads: dict[str, Workload], requests: int, rounds: int
+) -> dict[str, list[float]]:
+    """``{body format: [CPU ms of parsing one body, per round]}``: the body → query step
+    alone (``parse_rank_request`` for JSON, ``BinaryExchange.parse`` for binary)."""
+    out: dict[str, list[float]] = {name: [] for name in workloads}
+    for _ in range(rounds):
+        for name, w in workloads.items():
+            n = len(w.bodies)
+            exchanges = [binary.negotiate([(k.lower().encode(), v.encode()) for k, v in h.items()])
+                         for h in w.headers]  # fmt: skip
+            cpu = time.process_time()
+            for i in range(requests):
+                exchange = exchanges[i % n]
+                if exchange is None:
+                    parse_rank_request(w.bodies[i % n], settings)
+                else:
+                    exchange.parse(w.bodies[i % n], settings)
+            out[name].append((time.process_time() - cpu) * 1e3 / requests)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, required=True)
@@ -93,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300, help="per round and format")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, help="JSON file to write")
+    parser.add_argument(
+        "--parse-only", action="store_true", help="time only the body -> query parsing step"
+    )
     args = parser.parse_args(argv)
     settings = Settings(
         repo=args.repo,
@@ -104,11 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     base = build_workload(args.features, args.stage, candidates=args.candidates, n_requests=32)
     workloads = {name: base.with_body(name) for name in BODY_FORMATS}
-    app = create_app(settings)
-    with TestClient(app):  # runs the lifespan (models loaded and warmed) in its own thread
-        result = cpu_per_request(app, workloads, args.requests, args.rounds)
+    if args.parse_only:
+        result = parse_cpu_per_request(settings, workloads, args.requests, args.rounds)
+    else:
+        app = create_app(settings)
+        with TestClient(app):  # runs the lifespan (models loaded and warmed) in its own thread
+            result = cpu_per_request(app, workloads, args.requests, args.rounds)
     doc = {
         "stage": args.stage,
+        "measured": "parse step" if args.parse_only else "whole request (ASGI, in-process)",
         "requests_per_round": args.requests,
         "cpu_ms_per_request": result,
         "median": {k: statistics.median(v) for k, v in result.items()},

@@ -16,7 +16,7 @@ from bench.serve.chart import rate_series, write_rate_chart
 from bench.serve.command import add_arguments, config_from_args
 from bench.serve.config import NAIVE_RATE, ServeBenchConfig
 from bench.serve.http_wire import build_request, server_timing
-from bench.serve.inprocess import cpu_per_request
+from bench.serve.inprocess import cpu_per_request, parse_cpu_per_request
 from bench.serve.run import BenchError, _speedup, run_serve_bench
 from bench.serve.workload import WorkloadError, build_workload
 from service.api import binary
@@ -147,3 +147,5 @@ def test_in_process_cpu_measurement_runs_both_body_formats(tiny):
         result = cpu_per_request(app, workloads, requests=3, rounds=2)
     assert list(result) == ["json", "binary"]
     assert all(len(v) == 2 and all(x > 0 for x in v) for v in result.values())
+    parsed = parse_cpu_per_request(settings, workloads, requests=4, rounds=2)
+    assert list(parsed) == ["json", "binary"] and all(len(v) == 2 for v in parsed.values())
