@@ -3,9 +3,17 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The CPU build of torch lies on this machine; installing it first means the
-# project's range is already satisfied and pip never pulls a CUDA build.
-TORCH_PIN := torch==2.13.0
+# torch's CPU build is installed before the project, so the project's range is already
+# satisfied and pip never pulls the multi-GB CUDA build. On Linux with PyTorch's CPU
+# index reachable that is torch==$(TORCH_VERSION)+cpu from it (the +cpu local version
+# exists only there); without the index (offline machines with a local wheel folder in
+# pip's config, like the one this project is developed on) the plain pin is installed
+# from pip's configured sources. The Dockerfiles install the same build.
+TORCH_VERSION := 2.13.0
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_PROBE_TIMEOUT ?= 10
+# What `make install` installs: the service and the training CLI.
+EXTRAS ?= serve,train
 DEMO_DIR ?= demo
 DEMO_ROWS ?= 200000
 PYTEST_ARGS ?=
@@ -18,8 +26,16 @@ $(BIN)/python:
 
 # constraints.txt pins every dependency to the versions the tests ran with.
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/pip install --quiet -c constraints.txt $(TORCH_PIN)
-	$(BIN)/pip install --quiet -c constraints.txt -e .
+	@if [ "$$(uname -s)" = Linux ] && $(BIN)/python -c "import urllib.request as u; \
+	      u.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=$(TORCH_PROBE_TIMEOUT))" 2>/dev/null; then \
+	    echo "torch: CPU build torch==$(TORCH_VERSION)+cpu from $(TORCH_CPU_INDEX)"; \
+	    $(BIN)/pip install --quiet -c constraints.txt --extra-index-url $(TORCH_CPU_INDEX) \
+	        torch==$(TORCH_VERSION)+cpu; \
+	else \
+	    echo "torch: $(TORCH_CPU_INDEX) unreachable; torch==$(TORCH_VERSION) from pip's configured sources"; \
+	    $(BIN)/pip install --quiet -c constraints.txt torch==$(TORCH_VERSION); \
+	fi
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[$(EXTRAS)]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml constraints.txt

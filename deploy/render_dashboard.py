@@ -130,6 +130,10 @@ def panel_queries(dashboard: Mapping[str, Any]) -> list[PanelQuery]:
     return queries
 
 
+DEFAULT_VARIABLES = {"job": "rocketrank", "namespace": ".*", "instance": ".*"}
+"""Dashboard variables as Grafana sets them by default (job of the scrape configs, "All")."""
+
+
 def expand_variables(
     expr: str, rate_interval: str = "1m", variables: Mapping[str, str] | None = None
 ) -> str:
@@ -137,15 +141,16 @@ def expand_variables(
 
     Args:
         expr: PromQL with ``$__rate_interval``, ``$__interval``, ``$__range`` or
-            dashboard variables (``$instance``).
+            dashboard variables (``$job``, ``$namespace``, ``$instance``).
         rate_interval: value for the interval variables (a PromQL duration).
         variables: dashboard variable -> value; a multi-value "All" is ``.*``.
-            Defaults to ``{"instance": ".*"}``.
+            Defaults to :data:`DEFAULT_VARIABLES` (job ``rocketrank``, every
+            namespace and instance).
 
     Raises:
         DashboardError: a variable with no value, so no query is sent half-expanded.
     """
-    values = {"instance": ".*", **(variables or {})}
+    values = {**DEFAULT_VARIABLES, **(variables or {})}
     values.update(
         {"__rate_interval": rate_interval, "__interval": rate_interval, "__range": rate_interval}
     )

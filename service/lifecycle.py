@@ -36,6 +36,7 @@ def open_store(settings: Settings) -> FeatureStore:
             timeout_ms=settings.redis_timeout_ms,
             breaker_failures=settings.breaker_failures,
             breaker_cooldown_s=settings.breaker_cooldown_s,
+            check_interval_s=settings.redis_check_interval_s,
         )
     assert settings.features_dir is not None
     return EmbeddedFeatureStore(

@@ -46,6 +46,7 @@ LATENCY_BUCKETS = (
     0.5,
     1.0,
 )
+SHED_REASONS = ("overload", "deadline", "disconnected", "body_timeout")
 CANDIDATE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000)
 
 
@@ -66,6 +67,9 @@ class ServiceMetrics:
         unknown_ids: ``unknown_ids_total{side}`` (user / item).
         store_errors: ``feature_store_errors_total{store}``.
         store_duration: ``feature_store_duration_seconds{store}``.
+        store_bad_values: ``feature_store_bad_values_total{store}``.
+        store_up: ``feature_store_up{store}`` (gauge 1/0).
+        shed: ``shed_requests_total{reason}`` (admission control).
         degraded: ``degraded_requests_total``.
         model_info: ``model_info{stage,name,version}`` = 1 for the served versions.
         reloads: ``reloads_total{result}`` (success / failed).
@@ -107,6 +111,24 @@ class ServiceMetrics:
             PREFIX + "feature_store_duration_seconds", "Time of one user-feature lookup.",
             ["store"], buckets=LATENCY_BUCKETS, registry=reg,
         )  # fmt: skip
+        self.store_bad_values = Counter(
+            PREFIX + "feature_store_bad_values",
+            "Requests whose stored user record held a value the model cannot encode "
+            "(replaced by its default, the answer degraded).",
+            ["store"], registry=reg,
+        )  # fmt: skip
+        self.store_up = Gauge(
+            PREFIX + "feature_store_up",
+            "1 while the last user lookup was answered by the store, 0 while it is "
+            "unavailable (down, timing out, circuit open, or its feature version gone).",
+            ["store"], registry=reg, multiprocess_mode="livemin",
+        )  # fmt: skip
+        self.shed = Counter(
+            PREFIX + "shed_requests",
+            "Rank requests refused or dropped before scoring, by reason "
+            "(overload, deadline, disconnected, body_timeout).",
+            ["reason"], registry=reg,
+        )  # fmt: skip
         self.degraded = Counter(
             PREFIX + "degraded_requests", "Requests answered with default features.",
             registry=reg,
@@ -124,6 +146,8 @@ class ServiceMetrics:
             self.reloads.labels(result)
         for side in ("user", "item"):
             self.unknown_ids.labels(side)
+        for reason in SHED_REASONS:
+            self.shed.labels(reason)
 
     def set_model(self, stage: str, name: str, version: str, previous: str | None) -> None:
         """Record that ``stage`` now serves ``name@version`` (and no longer ``previous``)."""

@@ -7,7 +7,7 @@ a request and never fails one.
 
 A new version is loaded from ``REPO/NAME/current`` (polled every
 ``reload_interval_s``, or on ``POST /admin/reload``), verified by
-``load_artifact`` (checksums, spec hash), encoded against the feature store's
+``load_artifact`` (signature, checksums, spec hash), encoded against the feature store's
 item table, warmed up (finite scores of the right shape), and only then swapped
 in. A version that fails any step is refused, counted in
 ``reloads_total{result="failed"}`` and logged; the old version keeps serving and
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from models.contract.artifact import ArtifactError, load_artifact
-from models.contract.repository import ModelRepository, RepositoryError
+from models.contract.repository import BrokenPointerError, ModelRepository, RepositoryError
 from service.feature_store.base import FeatureStore
 from service.metrics import ServiceMetrics
 from service.ranking.stages import Stage, stage_class
@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 _LOAD_ERRORS = (Exception,)
 # How often missing item features (feature store down at start) are retried.
 _RETRY_S = 1.0
+# Versions tried, newest promotion first, when `current` is broken at start-up.
+_FALLBACK_TRIES = 5
+# A re-encode that keeps failing is retried after 1, 2, 4, ... s, at most this long.
+_RETRY_MAX_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,11 @@ class ReloadOutcome:
         return asdict(self)
 
 
+def retry_delay(failures: int) -> float:
+    """Seconds before the next re-encode after ``failures`` failed ones in a row."""
+    return min(_RETRY_S * 2 ** min(failures, 16), _RETRY_MAX_S)
+
+
 class ModelRegistry:
     """The served models of one worker process.
 
@@ -89,6 +98,7 @@ class ModelRegistry:
         self._load_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.rebind_failures = 0  # consecutive failed re-encodes (backs off the retries)
 
     # ----------------------------------------------------------------- queries
     def snapshot(self) -> Mapping[str, Stage]:
@@ -109,7 +119,12 @@ class ModelRegistry:
         return message.replace(root, "REPO").replace(str(self.repository.root), "REPO")
 
     def _build(self, role: str, path: Path) -> Stage:
-        artifact = load_artifact(path)
+        # the signature is checked before the manifest is parsed or model.pt opened
+        artifact = load_artifact(
+            path,
+            public_key=self.settings.artifact_public_key,
+            allow_unsigned=self.settings.allow_unsigned_artifacts,
+        )
         if artifact.manifest.stage != role:
             raise ArtifactError(
                 f"artifact {path}: stage {artifact.manifest.stage!r} cannot serve the {role} stage"
@@ -125,6 +140,7 @@ class ModelRegistry:
             items_complete=complete,
             user_id_column=self.settings.user_id_column,
             item_id_column=self.settings.item_id_column,
+            side_cache_bytes=self.settings.side_cache_bytes,
         )
         model.warm_up(self.settings.warmup_rounds)
         return model
@@ -159,6 +175,8 @@ class ModelRegistry:
         serving = loaded.version if loaded else None
         try:
             version = self.repository.current_version(name)
+        except BrokenPointerError as exc:
+            return self._serve_fallback(role, name, serving, exc)
         except RepositoryError as exc:
             return ReloadOutcome(role, name, "failed", serving, error=str(exc))
         if version is None:
@@ -189,15 +207,47 @@ class ModelRegistry:
         )  # fmt: skip
         return ReloadOutcome(role, name, "success", version, attempted=version)
 
+    def _serve_fallback(
+        self, role: str, name: str, serving: str | None, broken: BrokenPointerError
+    ) -> ReloadOutcome:
+        """``current`` is not a symlink: keep what serves, or load the last good version."""
+        if serving is not None:
+            return ReloadOutcome(role, name, "unchanged", serving, error=self.sanitize(str(broken)))
+        self.metrics.reloads.labels("failed").inc()  # alerts: the pointer needs fixing
+        for version in self.repository.fallback_versions(name)[:_FALLBACK_TRIES]:
+            try:
+                model = self._build(role, self.repository.version_dir(name, version).resolve())
+            except _LOAD_ERRORS as exc:
+                log.error("fallback %s model %s@%s refused too: %s", role, name, version, exc)
+                continue
+            self._swap(role, model)
+            self.metrics.reloads.labels("success").inc()
+            log.error(
+                "%s; serving the last good %s model %s@%s instead", broken, role, name, version
+            )
+            return ReloadOutcome(
+                role, name, "success", version, attempted=version,
+                error=self.sanitize(f"{broken}; serving the last good version {version}"),
+            )  # fmt: skip
+        return ReloadOutcome(role, name, "failed", None, error=self.sanitize(str(broken)))
+
     def rollback(self, roles: Iterable[str] | None = None) -> list[ReloadOutcome]:
-        """Point ``current`` of each stage's model back one promotion, then reload.
+        """Point ``current`` of the stages' models back one promotion (all or none),
+        then reload.
+
+        The expected source of each pointer is the version this worker serves, so a
+        POST repeated on another replica (or retried) does not move it one step more.
 
         Raises:
-            RepositoryError: a model has no earlier version (nothing is changed for it).
+            RepositoryError: a model has no earlier version (nothing is changed), or
+                the repository is read-only here (``ReadOnlyRepositoryError``: its
+                message names the writer command, ``rocketrank models rollback``).
         """
         selected = [r for r in self.settings.stage_models if roles is None or r in roles]
-        for role in selected:
-            self.repository.rollback(self.settings.stage_models[role])
+        names = [self.settings.stage_models[r] for r in selected]
+        models = self._models
+        expect = {self.settings.stage_models[r]: models[r].version for r in selected if r in models}
+        self.repository.rollback_all(names, expect_current=expect)
         return self.reload(force=False, roles=selected)
 
     def refresh_items(self) -> bool:
@@ -212,8 +262,10 @@ class ModelRegistry:
                 try:
                     rebound = self._bind(role, model.artifact)
                 except _LOAD_ERRORS as exc:
+                    self.rebind_failures += 1
                     log.error("cannot re-encode %s model for new item features: %s", role, exc)
                     continue
+                self.rebind_failures = 0
                 self._swap(role, rebound)
                 changed = True
                 log.info("%s model re-encoded for item features %s", role, table.version)
@@ -249,8 +301,8 @@ class ModelRegistry:
                 )
                 if now >= next_refresh or (incomplete and now >= next_retry):
                     next_refresh = now + refresh if refresh else math.inf
-                    next_retry = now + _RETRY_S
                     self.refresh_items()
+                    next_retry = now + retry_delay(self.rebind_failures)
             except Exception:  # the watcher must survive anything and keep the old model
                 log.exception("model watcher iteration failed")
 

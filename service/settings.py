@@ -14,10 +14,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "ROCKETRANK_"
+# rocketrank variables of other commands that may share the service's environment
+_NOT_SERVICE_ENV = {"ROCKETRANK_SIGNING_KEY"}  # `rocketrank export`'s private key path
 
 
 class SettingsError(ValueError):
@@ -58,6 +60,26 @@ class Settings(BaseSettings):
         shutdown_delay_s: on SIGTERM, ``/readyz`` turns false at once and the server keeps
             serving this long before it stops accepting (lets load balancers drain).
         log_level: Python logging level name.
+        artifact_public_key: ed25519 public key (PEM file) every artifact's manifest
+            signature is verified with before anything of it is loaded.
+        allow_unsigned_artifacts: also load artifacts without a signature (off in the
+            shipped deployments; a signature that does not verify is always refused).
+        max_string_length: longest string (characters) in a feature value or feature name.
+        max_list_length: longest list in a multi-valued feature value.
+        max_map_size: most entries in ``context``, ``user_features`` or one candidate's
+            inline ``features``.
+        side_cache_bytes: byte budget of each model's user/context encoding cache (LRU).
+        max_inflight: rank requests admitted at once per worker; beyond it 503 at once.
+        request_deadline_ms: a request still queued this long after it arrived is
+            answered 503 without being scored.
+        body_timeout_s: a request body not fully received within this is refused (408).
+        retry_after_s: the ``Retry-After`` of a 503 from admission control.
+        limit_concurrency: uvicorn's cap of open connections + tasks per worker (503 beyond).
+        timeout_keep_alive_s: uvicorn closes an idle keep-alive connection after this.
+        header_timeout_s: a connection whose request headers are not complete this long
+            after it opened (or after the request's first byte) is closed.
+        redis_check_interval_s: how often a lookup also checks that the served feature
+            version still exists in Redis (meta key and ``current`` pointer).
     """
 
     model_config = SettingsConfigDict(
@@ -94,6 +116,20 @@ class Settings(BaseSettings):
     warmup_rounds: int = Field(3, ge=1)
     shutdown_delay_s: float = Field(0.0, ge=0, le=300)
     log_level: str = "INFO"
+    artifact_public_key: Path | None = None
+    allow_unsigned_artifacts: bool = False
+    max_string_length: int = Field(1024, ge=1)
+    max_list_length: int = Field(256, ge=1)
+    max_map_size: int = Field(256, ge=1)
+    side_cache_bytes: int = Field(4 * 1024 * 1024, ge=0)
+    max_inflight: int = Field(64, ge=1)
+    request_deadline_ms: float = Field(2000.0, gt=0)
+    body_timeout_s: float = Field(2.0, gt=0)
+    retry_after_s: int = Field(1, ge=0)
+    limit_concurrency: int = Field(1024, ge=1)
+    timeout_keep_alive_s: float = Field(5.0, gt=0)
+    header_timeout_s: float = Field(5.0, gt=0)
+    redis_check_interval_s: float = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -127,12 +163,56 @@ class Settings(BaseSettings):
         }
 
 
+def _attribute_docs() -> dict[str, str]:
+    """The ``Attributes:`` section of :class:`Settings`' docstring, by field name."""
+    docs: dict[str, str] = {}
+    current = None
+    in_section = False
+    for line in (Settings.__doc__ or "").splitlines():
+        stripped = line.strip()
+        if stripped == "Attributes:":
+            in_section = True
+            continue
+        if not in_section or not stripped:
+            continue
+        name, sep, text = stripped.partition(": ")
+        if sep and name in Settings.model_fields:
+            current = name
+            docs[name] = text
+        elif current is not None:
+            docs[current] += " " + stripped
+    return docs
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """``(variable, default, meaning)`` of every setting, from the Settings model itself."""
+    docs = _attribute_docs()
+    rows = []
+    for name, field in Settings.model_fields.items():
+        if field.is_required():
+            default = "(required)"
+        elif field.default_factory is not None:
+            default = repr(field.default_factory())  # type: ignore[call-arg]
+        elif field.default is None:
+            default = "(unset)"
+        else:
+            default = (
+                str(field.default) if not isinstance(field.default, str) else repr(field.default)
+            )
+        rows.append((ENV_PREFIX + name.upper(), default, docs.get(name, "")))
+    return rows
+
+
 def unknown_env(environ: Mapping[str, str] | None = None) -> list[str]:
     """``ROCKETRANK_*`` variables that name no setting (sorted)."""
     environ = os.environ if environ is None else environ
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     return sorted(
-        key for key in environ if key.upper().startswith(ENV_PREFIX) and key.upper() not in known
+        key
+        for key in environ
+        if key.upper().startswith(ENV_PREFIX)
+        and key.upper() not in known
+        and key.upper() not in _NOT_SERVICE_ENV
     )
 
 
@@ -149,5 +229,19 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(f"unknown setting(s) {unknown}; allowed: {allowed}")
     try:
         return Settings(**overrides)
-    except ValueError as exc:
-        raise SettingsError(f"invalid service settings: {exc}") from exc
+    except ValidationError as exc:
+        message = f"invalid service settings: {describe_errors(exc)}"
+    except ValueError:
+        message = "invalid service settings"
+    # raised outside the handler: the pydantic error (which echoes every input) is not
+    # even the implicit context of this one, so no traceback or logger can print it
+    raise SettingsError(message)
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """Each error as ``field: message``, never the offending input (tokens, passwords)."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(x) for x in err["loc"]) or "settings"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

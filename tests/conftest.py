@@ -12,7 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.helpers import signing
 from tests.helpers.redis import RedisServer, ping, require_binary
+
+signing.install_env()  # artifacts are signed and verified with a throwaway key pair
 
 
 @pytest.fixture(scope="session")

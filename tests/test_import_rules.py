@@ -47,8 +47,10 @@ def test_service_imports_only_the_feature_contract() -> None:
     assert bad == []
 
 
-def test_models_contract_needs_only_numpy_torch_and_stdlib() -> None:
-    allowed_third_party = {"numpy", "torch"}
+def test_models_contract_needs_only_numpy_torch_cryptography_and_stdlib() -> None:
+    # cryptography: the ed25519 artifact signatures (models/contract/signing.py), which the
+    # service must verify without importing anything else of the project
+    allowed_third_party = {"numpy", "torch", "cryptography"}
     import sys
 
     stdlib = set(sys.stdlib_module_names)

@@ -81,34 +81,44 @@ def plot_learning_curves(records: Sequence[Mapping[str, Any]], path: str | Path)
 
 
 def plot_ablation(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str = "") -> None:
-    """Bar chart of light-net AUC per variant (booster AUC as a marker) and train time."""
-    names = [r["variant"] for r in rows]
-    light = [_num((r.get("light") or {}).get("auc")) for r in rows]
-    booster = [_num((r.get("booster") or {}).get("auc")) for r in rows]
-    seconds = [_num(r.get("train_seconds")) for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
-    xs = list(range(len(rows)))
-    bars = ax1.bar(xs, light, color=_COLORS["light"], label="light net AUC")
-    ax1.scatter(xs, booster, color=_COLORS["booster"], marker="_", s=400, label="booster AUC")
-    finite = [v for v in light + booster if math.isfinite(v)]
-    if finite:
-        lo, hi = min(finite), max(finite)
-        pad = max(0.005, (hi - lo) * 0.3)
-        ax1.set_ylim(lo - pad, hi + pad)
-    for bar, v in zip(bars, light):
-        if math.isfinite(v):
-            ax1.annotate(f"{v:.4f}", (bar.get_x() + bar.get_width() / 2, v), ha="center",
-                         va="bottom", fontsize=8)  # fmt: skip
-    ax1.set_xticks(xs, names, rotation=30, ha="right")
-    ax1.set_title(f"test AUC {title}".strip())
-    ax1.legend(fontsize=8)
-    cpu = [_num(r.get("train_cpu_seconds")) for r in rows]
-    width = 0.4
-    ax2.bar([x - width / 2 for x in xs], cpu, width, color="tab:gray", label="CPU s")
-    ax2.bar([x + width / 2 for x in xs], seconds, width, color="lightgray", label="wall s")
-    ax2.set_xticks(xs, names, rotation=30, ha="right")
-    ax2.set_title("training time of the optimiser steps")
-    ax2.legend(fontsize=8)
+    """Dot plot of each variant's paired Δ test AUC vs light_alone with its 95% interval.
+
+    ``rows`` are the ablation report's rows (``training.ablate.summary``): each
+    distilled variant's ``delta_vs_light_alone`` (``mean``, ``low``, ``high``,
+    ``per_seed``) is a dot with its bootstrap interval as a horizontal bar and
+    its per-seed differences as small marks; a vertical line marks 0 (no gain).
+    Variants without a paired difference (the baselines) are left out. The axis
+    is centred on 0, so no bar is cut and a gain reads against "nothing".
+    """
+    shown = [r for r in rows if r.get("delta_vs_light_alone")]
+    fig, ax = plt.subplots(figsize=(8.5, 1.2 + 0.55 * max(len(shown), 1)))
+    ax.axvline(0.0, color="tab:gray", linewidth=1, linestyle="--", zorder=1)
+    reach = 0.001
+    for y, row in enumerate(reversed(shown)):
+        d = row["delta_vs_light_alone"]
+        mean, low, high = _num(d.get("mean")), _num(d.get("low")), _num(d.get("high"))
+        covers_zero = low <= 0.0 <= high
+        color = "tab:gray" if covers_zero else ("tab:green" if mean > 0 else "tab:red")
+        ax.errorbar(mean, y, xerr=[[mean - low], [high - mean]], fmt="o", color=color,
+                    capsize=4, markersize=7, zorder=3)  # fmt: skip
+        seeds = [_num(v) for v in d.get("per_seed") or []]
+        ax.scatter(seeds, [y - 0.22] * len(seeds), marker="d", s=18, color=color, alpha=0.7,
+                   zorder=2)  # fmt: skip
+        ax.annotate(f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]", (high, y), xytext=(6, 0),
+                    textcoords="offset points", va="center", fontsize=8)  # fmt: skip
+        reach = max(reach, *(abs(v) for v in (low, high, *seeds) if math.isfinite(v)))
+    ax.set_yticks(range(len(shown)), [r["variant"] for r in reversed(shown)])
+    # symmetric around 0, with room on the right for the labels
+    ax.set_xlim(-reach * 1.15, reach * 1.9)
+    ax.set_ylim(-0.7, max(len(shown), 1) - 0.3)
+    ax.set_xlabel(
+        "Δ test AUC vs light_alone (paired on the same test rows)\n"
+        "dot = mean over seeds, bar = 95% CI, diamonds = single seeds; grey = CI includes 0"
+    )
+    ax.set_title(f"light-net gain over light_alone {f'({title})' if title else ''}".strip())
+    if not shown:
+        ax.text(0.5, 0.5, "no distilled variant (or no light_alone) to compare",
+                transform=ax.transAxes, ha="center")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

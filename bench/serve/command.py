@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--redis", help="serve features from this Redis URL instead")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    parser.add_argument("--stage", choices=sorted(SLO_P99_MS), default="coarse")
+    parser.add_argument(
+        "--stage", choices=sorted(SLO_P99_MS), default="coarse", help="stage to load (coarse)"
+    )
     parser.add_argument(
         "--candidates", type=int, help="per request (coarse/cascade 10000, fine 500)"
     )
@@ -70,9 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(ROCKETRANK_TORCH_THREADS; default 0 = 1, the service's default)",
     )
     parser.add_argument("--requests", type=int, default=32, help="distinct request bodies (32)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--coarse-model", default="coarse")
-    parser.add_argument("--fine-model", default="fine")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the request workload")
+    parser.add_argument("--coarse-model", default="coarse", help="coarse model name (coarse)")
+    parser.add_argument("--fine-model", default="fine", help="fine model name (fine)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
     parser.add_argument(
         "--naive-start-rate", type=float, default=8.0, help="find-max start for the naive (8)"
@@ -109,8 +111,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also drive a null server at RATE req/s with the same bodies (the harness's floor)",
     )
     parser.add_argument("--timeout", type=float, default=2.0, help="request timeout, s (2)")
-    parser.add_argument("--max-connections", type=int, default=256)
-    parser.add_argument("--bare-repeats", type=int, default=20)
+    parser.add_argument(
+        "--max-connections", type=int, default=256, help="load generator's connection pool (256)"
+    )
+    parser.add_argument(
+        "--bare-repeats", type=int, default=20, help="repeats of the bare-model timing (20)"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServeBenchConfig:

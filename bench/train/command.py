@@ -105,7 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch threads (default 1, like rocketrank train: on shared cores a second "
         "thread's OpenMP barriers cost more than it computes)",
     )
-    parser.add_argument("--matmul-repeats", type=int, default=30)
+    parser.add_argument(
+        "--matmul-repeats", type=int, default=30, help="timed repeats of each matmul rate (30)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

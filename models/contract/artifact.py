@@ -19,15 +19,20 @@ service needs to turn raw request values into its inputs::
                        (scale, offset), still accepted; an int8 artifact
                        whose parity needed it stores float16 vectors)
 
-:func:`load_artifact` verifies every checksum and the feature-spec hash (from
-``encoder.json``'s specs alone) *before* it decodes ``vocabs.npz`` or hands
-``model.pt`` to ``torch.jit.load``. Each file is read once into memory
-and the very bytes that were hashed are the bytes that get parsed, so a file
-swapped between check and load cannot slip through. Nothing is unpickled:
+:func:`load_artifact` first checks the ed25519 signature ``manifest.sig`` over
+the manifest's exact bytes (``models.contract.signing``) against the caller's
+public key, before the manifest is parsed and long before ``model.pt`` is
+opened; an unsigned artifact is refused unless the caller allows it. It then
+verifies every checksum and the feature-spec hash (from ``encoder.json``'s specs
+alone) *before* it decodes ``vocabs.npz`` or hands ``model.pt`` to
+``torch.jit.load``. Each file is read once into memory and the very bytes that
+were hashed are the bytes that get parsed, so a file swapped between check and
+load cannot slip through. Nothing is unpickled:
 TorchScript archives and ``.npy`` files (``allow_pickle=False``) only.
 
-Only numpy, torch and the standard library are imported here, so the service can
-load an artifact without importing model or training code.
+Only numpy, torch, cryptography (signatures) and the standard library are
+imported here, so the service can load an artifact without importing model or
+training code.
 """
 
 from __future__ import annotations
@@ -42,11 +47,22 @@ from typing import Any
 
 import numpy as np
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from models.contract.features import ContractError, FeatureEncoder, FeatureSpec
+from models.contract.signing import (
+    SIGNATURE_FILE,
+    SigningError,
+    load_public_key,
+    read_signature_file,
+    verify_manifest,
+)
 from models.provenance import sha256_bytes, sha256_file, sha256_files  # noqa: F401 (re-exported for the service)
 
 MANIFEST_FILE = "manifest.json"
+# Not listed in the manifest (it signs the manifest): the one file besides it.
+_UNLISTED = (MANIFEST_FILE, SIGNATURE_FILE)
+_MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 ENCODER_FILE = "encoder.json"
 VOCABS_FILE = "vocabs.npz"
 MODEL_FILE = "model.pt"
@@ -172,7 +188,7 @@ class Manifest:
         if not isinstance(files, Mapping):
             raise ArtifactError(f"{where}: 'files' must map file names to sha256 digests")
         for fname, digest in files.items():
-            if not _PLAIN_NAME.match(fname) or fname == MANIFEST_FILE:
+            if not _PLAIN_NAME.match(fname) or fname in _UNLISTED:
                 raise ArtifactError(f"{where}: 'files' lists an invalid file name {fname!r}")
             if not isinstance(digest, str) or not _SHA256.match(digest):
                 raise ArtifactError(f"{where}: files[{fname!r}] is not a sha256 hex digest")
@@ -353,12 +369,13 @@ def read_encoder(path: str | Path) -> FeatureEncoder:
 
 
 def checksum_files(directory: str | Path) -> dict[str, str]:
-    """sha256 of every regular file in ``directory`` except the manifest (sorted by name)."""
+    """sha256 of every regular file in ``directory`` except the manifest and its
+    signature (sorted by name)."""
     directory = Path(directory)
     return {
         p.name: sha256_file(p)
         for p in sorted(directory.iterdir())
-        if p.is_file() and p.name != MANIFEST_FILE
+        if p.is_file() and p.name not in _UNLISTED
     }
 
 
@@ -374,21 +391,78 @@ def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
 # --------------------------------------------------------------------------- verification
 
 
-def read_manifest(path: str | Path) -> Manifest:
-    """Parse and validate ``path/manifest.json`` (no checksum verification)."""
-    directory = Path(path)
-    file = directory / MANIFEST_FILE
+def _read_manifest_bytes(directory: Path) -> bytes:
     if not directory.is_dir():
         raise ArtifactError(f"artifact {directory}: not a directory")
     try:
-        text = file.read_text()
+        with open(directory / MANIFEST_FILE, "rb") as fh:
+            data = fh.read(_MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise ArtifactError(f"artifact {directory}: {MANIFEST_FILE} is missing") from None
+    if len(data) > _MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"artifact {directory}: {MANIFEST_FILE} is over 16 MiB")
+    return data
+
+
+def _parse_manifest(directory: Path, data: bytes) -> Manifest:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        parsed = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"artifact {directory}: {MANIFEST_FILE} is not JSON: {exc}") from exc
-    return Manifest.from_dict(data, where=f"artifact {directory}: {MANIFEST_FILE}")
+    return Manifest.from_dict(parsed, where=f"artifact {directory}: {MANIFEST_FILE}")
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Parse and validate ``path/manifest.json`` (no checksum or signature verification)."""
+    directory = Path(path)
+    return _parse_manifest(directory, _read_manifest_bytes(directory))
+
+
+PublicKeyLike = Ed25519PublicKey | str | Path
+
+
+def check_signature(
+    directory: Path,
+    manifest_bytes: bytes,
+    public_key: PublicKeyLike | None,
+    allow_unsigned: bool,
+) -> bool:
+    """Verify ``manifest.sig`` over ``manifest_bytes``; True if a signature verified.
+
+    With a public key, a present signature must verify (always), and a missing one
+    is refused unless ``allow_unsigned``. Without a key nothing can be verified:
+    refused unless ``allow_unsigned``.
+
+    Raises:
+        ArtifactError: naming the artifact, the signature file and the fix.
+    """
+    where = f"artifact {directory}"
+    try:
+        signature = read_signature_file(directory / SIGNATURE_FILE)
+    except SigningError as exc:
+        raise ArtifactError(f"{where}: {exc}") from None
+    if public_key is None:
+        if allow_unsigned:
+            return False
+        raise ArtifactError(
+            f"{where}: no public key to verify {SIGNATURE_FILE} with; configure one "
+            "(service: ROCKETRANK_ARTIFACT_PUBLIC_KEY) or explicitly allow unsigned artifacts"
+        )
+    if signature is None:
+        if allow_unsigned:
+            return False
+        raise ArtifactError(
+            f"{where}: {SIGNATURE_FILE} is missing: unsigned artifacts are refused "
+            "(export with --signing-key / ROCKETRANK_SIGNING_KEY)"
+        )
+    try:
+        key = public_key
+        if not isinstance(key, Ed25519PublicKey):
+            key = load_public_key(key)
+        verify_manifest(manifest_bytes, signature, key)
+    except SigningError as exc:
+        raise ArtifactError(f"{where}: {exc}") from None
+    return True
 
 
 def _read_verified(directory: Path, manifest: Manifest) -> dict[str, bytes]:
@@ -399,7 +473,7 @@ def _read_verified(directory: Path, manifest: Manifest) -> dict[str, bytes]:
                 f"artifact {directory}: {MANIFEST_FILE} does not list {required}, "
                 f"which a {manifest.kind} artifact needs"
             )
-    present = {p.name for p in directory.iterdir() if p.name != MANIFEST_FILE}
+    present = {p.name for p in directory.iterdir() if p.name not in _UNLISTED}
     unlisted = sorted(present - set(manifest.files))
     if unlisted:
         raise ArtifactError(
@@ -474,12 +548,20 @@ def _verified_encoder(
     return encoder
 
 
-def verify_artifact(path: str | Path, expected_spec_hash: str | None = None) -> Manifest:
+def verify_artifact(
+    path: str | Path,
+    expected_spec_hash: str | None = None,
+    *,
+    public_key: PublicKeyLike | None = None,
+) -> Manifest:
     """Check manifest, every checksum and the spec hash without loading the model.
 
     Args:
         path: the artifact directory.
         expected_spec_hash: if given, the artifact's spec hash must equal it.
+        public_key: if given, ``manifest.sig`` must verify with it (without one the
+            signature is not checked: this function never loads model code;
+            :func:`load_artifact` is the gate that does).
 
     Returns:
         The validated manifest.
@@ -489,7 +571,10 @@ def verify_artifact(path: str | Path, expected_spec_hash: str | None = None) -> 
     """
     # Resolve once: a `current` symlink may flip while the files are read.
     directory = Path(path).resolve()
-    manifest = read_manifest(directory)
+    manifest_bytes = _read_manifest_bytes(directory)
+    if public_key is not None:
+        check_signature(directory, manifest_bytes, public_key, allow_unsigned=False)
+    manifest = _parse_manifest(directory, manifest_bytes)
     contents = _read_verified(directory, manifest)
     _verified_encoder(directory, manifest, contents, expected_spec_hash)
     return manifest
@@ -575,11 +660,18 @@ def _first_call(directory: Path, module: torch.jit.ScriptModule, encoder: Featur
         ) from exc
 
 
-def load_artifact(path: str | Path, expected_spec_hash: str | None = None) -> Artifact:
+def load_artifact(
+    path: str | Path,
+    expected_spec_hash: str | None = None,
+    *,
+    public_key: PublicKeyLike | None = None,
+    allow_unsigned: bool = False,
+) -> Artifact:
     """Verify and load an artifact directory.
 
-    Verification happens before anything is deserialised: manifest keys and
-    values, every file's sha256 (missing or unlisted files are refused), the
+    Verification happens before anything is deserialised: first the ed25519
+    signature over the manifest's bytes (before the manifest is even parsed), then
+    manifest keys and values, every file's sha256 (missing or unlisted files are refused), the
     encoder's spec hash against the manifest (and against ``expected_spec_hash``
     when given), the feature sides and types. Only then is ``model.pt`` given to
     ``torch.jit.load`` — from the same bytes that were hashed.
@@ -587,6 +679,11 @@ def load_artifact(path: str | Path, expected_spec_hash: str | None = None) -> Ar
     Args:
         path: the artifact directory (e.g. ``ModelRepository.resolve_current(name)``).
         expected_spec_hash: spec hash the caller's features were built for.
+        public_key: ed25519 public key (or a PEM file path) the manifest must be
+            signed with; a signature that does not verify is always refused.
+        allow_unsigned: accept an artifact without ``manifest.sig`` (or load without a
+            key). Loading TorchScript runs the archive's code, so only for artifacts
+            whose writer is trusted by other means (tests, legacy fixtures).
 
     Returns:
         The loaded :class:`Artifact` (module in eval mode, on CPU).
@@ -596,7 +693,9 @@ def load_artifact(path: str | Path, expected_spec_hash: str | None = None) -> Ar
     """
     # Resolve once: a `current` symlink may flip while the files are read.
     directory = Path(path).resolve()
-    manifest = read_manifest(directory)
+    manifest_bytes = _read_manifest_bytes(directory)
+    check_signature(directory, manifest_bytes, public_key, allow_unsigned)
+    manifest = _parse_manifest(directory, manifest_bytes)
     contents = _read_verified(directory, manifest)
     encoder = _verified_encoder(directory, manifest, contents, expected_spec_hash)
     try:

@@ -24,6 +24,8 @@ class ServiceState:
         executor: threads that run parsing, feature fetch and inference, so CPU
             work never blocks the event loop.
         shutting_down: set when the lifespan ends (``/readyz`` turns false).
+        inflight: rank requests admitted and not yet answered (event loop only).
+        buffered_bytes: request-body bytes held by requests still being read.
     """
 
     settings: Settings
@@ -33,6 +35,8 @@ class ServiceState:
     ranker: Ranker
     executor: ThreadPoolExecutor
     shutting_down: bool = False
+    inflight: int = 0
+    buffered_bytes: int = 0
 
 
 def get_state(request: Request) -> ServiceState:

@@ -18,9 +18,10 @@ import os
 import shutil
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
-from service.settings import SettingsError, load_settings
+from service.settings import SettingsError, load_settings, settings_table
 
 _OPTION_ENV = {
     "repo": "ROCKETRANK_REPO",
@@ -35,7 +36,19 @@ _OPTION_ENV = {
 }
 
 
+def settings_epilog() -> str:
+    """Every ``ROCKETRANK_*`` setting with its default, generated from the Settings model."""
+    lines = ["settings (environment variables; a flag above sets the same variable):"]
+    for env, default, text in settings_table():
+        lines.append(f"  {env} (default {default})")
+        for part in textwrap.wrap(text, 74):
+            lines.append(f"      {part}")
+    return "\n".join(lines)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = settings_epilog()
     parser.add_argument("--repo", type=Path, help="model repository (REPO/NAME/current)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
@@ -80,14 +93,20 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from service.api.protocol import PROTOCOL
+
     options = {
         "host": args.host,
         "port": args.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools with a header read deadline (uvicorn has none for new connections)
+        "http": PROTOCOL,
         "access_log": False,
         "log_level": settings.log_level.lower(),
         "timeout_graceful_shutdown": 10,
+        # connection cap: uvicorn answers 503 beyond it, before the app sees the request
+        "limit_concurrency": settings.limit_concurrency,
+        "timeout_keep_alive": settings.timeout_keep_alive_s,
     }
     if settings.workers > 1:
         _prepare_multiprocess_dir()

@@ -40,6 +40,7 @@ class CircuitBreaker:
         self._consecutive = 0
         self._opened_at = 0.0
         self._probing = False
+        self._probe_started = 0.0
 
     @property
     def state(self) -> BreakerState:
@@ -53,14 +54,38 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """Whether a call may go to the remote store now (claims the probe when half-open)."""
+        return self.admit() is not None
+
+    def admit(self) -> BreakerState | None:
+        """Like :meth:`allow`, saying which call it is.
+
+        Returns:
+            ``CLOSED`` for an ordinary call, ``HALF_OPEN`` for the one probe, ``None``
+            when the call must be skipped. A probe that never reported back (its caller
+            died on an unexpected error) expires after a cool-down, so the breaker can
+            never stay half-open forever.
+        """
         with self._lock:
             if self._state is BreakerState.CLOSED:
-                return True
-            if self._probing or self._clock() - self._opened_at < self.cooldown_s:
-                return False
+                return BreakerState.CLOSED
+            now = self._clock()
+            if self._probing:
+                if now - self._probe_started < self.cooldown_s:
+                    return None
+            elif now - self._opened_at < self.cooldown_s:
+                return None
             self._probing = True
+            self._probe_started = now
             self._state = BreakerState.HALF_OPEN
-            return True
+            return BreakerState.HALF_OPEN
+
+    def trip(self) -> None:
+        """Open the circuit now (the store answered, but its data is gone)."""
+        with self._lock:
+            self._state = BreakerState.OPEN
+            self._opened_at = self._clock()
+            self._consecutive = self.failures
+            self._probing = False
 
     def record_success(self) -> None:
         with self._lock:

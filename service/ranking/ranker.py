@@ -76,19 +76,21 @@ class RankResult:
 
 
 def _encode_sides(
-    query: RankQuery, user_raw: Mapping[str, Any], stages: Sequence[Stage]
-) -> list[dict[str, torch.Tensor]]:
-    """User + context inputs per stage; stages with identical side encoders share one."""
+    query: RankQuery, stored: Mapping[str, Any], stages: Sequence[Stage]
+) -> tuple[list[dict[str, torch.Tensor]], bool]:
+    """User + context inputs per stage (stages with identical side encoders share one),
+    and whether a stored user value had to be replaced by its default."""
     by_key: dict[str, dict[str, torch.Tensor]] = {}
     sides: list[dict[str, torch.Tensor]] = []
+    bad_stored = False
     for stage in stages:
         side = by_key.get(stage.side_key)
         if side is None:
-            side = by_key[stage.side_key] = stage.encode_side(
-                query.user_id, user_raw, query.context
-            )
+            side, bad = stage.encode_side(query.user_id, stored, query.context, query.user_features)
+            by_key[stage.side_key] = side
+            bad_stored = bad_stored or bool(bad)
         sides.append(side)
-    return sides
+    return sides, bad_stored
 
 
 def _reindex(
@@ -158,6 +160,15 @@ class Ranker:
         self._store_duration = metrics.store_duration.labels(store.kind)
         self._unknown_items = metrics.unknown_ids.labels("item")
         self._unknown_users = metrics.unknown_ids.labels("user")
+        self._bad_store_values = metrics.store_bad_values.labels(store.kind)
+        self._store_up_gauge = metrics.store_up.labels(store.kind)
+        self._store_up: bool | None = None
+        self._set_store_up(True)
+
+    def _set_store_up(self, up: bool) -> None:
+        if up is not self._store_up:  # a gauge write only when it changes
+            self._store_up = up
+            self._store_up_gauge.set(1 if up else 0)
 
     def _fetch_user(self, query: RankQuery, stages: Sequence[Stage]) -> UserLookup:
         overrides = query.user_features or {}
@@ -176,7 +187,6 @@ class Ranker:
         stages = [models[r] for r in query.roles]
         with timed(steps, "feature_fetch"):
             lookup = self._fetch_user(query, stages)
-            user_raw = {**lookup.features, **(query.user_features or {})}
             degraded = lookup.degraded or not all(s.items_complete for s in stages)
             unknown_user = not lookup.found and not lookup.degraded
 
@@ -185,7 +195,7 @@ class Ranker:
         cascade = _Cascade()
         with torch.inference_mode():
             with timed(steps, "preprocess"):
-                sides = _encode_sides(query, user_raw, stages)
+                sides, bad_stored = _encode_sides(query, lookup.features, stages)
             for stage, side, keep in zip(stages, sides, query.keeps()):
                 with timed(steps, stage.step):
                     _run_stage(cascade, stage, side, query, keep, unknown)
@@ -199,8 +209,13 @@ class Ranker:
             self._unknown_items.inc(len(unknown_ids))
         if unknown_user:
             self._unknown_users.inc()
+        if bad_stored:
+            # the store holds a value the model cannot encode: its data, not the client's
+            self._bad_store_values.inc()
+            degraded = True
         if degraded:
             self.metrics.degraded.inc()
+        self._set_store_up(not lookup.degraded)
         previous = cascade.previous_probs
         return RankResult(
             item_ids=top_ids,

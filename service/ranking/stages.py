@@ -34,8 +34,15 @@ from models.contract.artifact import (
     Artifact,
     sha256_bytes,  # re-exported from models.provenance
 )
+from models.contract.features import FeatureType
 from service.feature_store.base import IdIndex, ItemTable
-from service.ranking.values import SideCache, check_value
+from service.ranking.values import (
+    DEFAULT_CACHE_BYTES,
+    FeatureValueError,
+    NonFiniteEncodingError,
+    SideCache,
+    check_value,
+)
 
 _ENCODE_CHUNK = 8192
 # Two-tower: score the whole item table when it is at most this many times the candidates.
@@ -73,6 +80,7 @@ class Stage:
         user_id_column: str = "user_id",
         item_id_column: str = "item_id",
         items_complete: bool = True,
+        side_cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         manifest = artifact.manifest
         self.role = role
@@ -91,6 +99,11 @@ class Stage:
         self.context_names = list(manifest.features.get("context", []))
         self.item_names = list(manifest.features.get("item", []))
         self.side_names = self.user_names + self.context_names
+        self._numeric_items = [
+            n
+            for n in self.item_names
+            if n in artifact.encoder.specs and artifact.encoder.specs[n].type is FeatureType.NUMERIC
+        ]
         if items_complete and len(items):
             # A model built for another feature set would otherwise score every item with
             # defaults for these columns, silently and without `degraded`.
@@ -104,7 +117,7 @@ class Stage:
         # Equal keys = identical user/context encoding (specs and fitted vocabularies/stats).
         self.side_key = sha256_bytes(side_state.encode())
         self.loaded_at = time.time()
-        self._side_cache = SideCache(self.encoder)
+        self._side_cache = SideCache(self.encoder, side_cache_bytes)
         with torch.inference_mode():
             self.bind_items()
 
@@ -114,24 +127,52 @@ class Stage:
         raise NotImplementedError
 
     def encode_side(
-        self, user_id: int, user_raw: Mapping[str, Any], context: Mapping[str, Any]
-    ) -> dict[str, torch.Tensor]:
+        self,
+        user_id: int,
+        stored: Mapping[str, Any],
+        context: Mapping[str, Any],
+        overrides: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, torch.Tensor], list[str]]:
         """Encode the user and context features of one request: tensors with batch size 1.
 
         Each feature is encoded on its own (one row, so the same as encoding the row as a
-        whole) through the per-feature cache.
+        whole) through the per-model cache. A bad value from the request (``overrides``,
+        ``context``) is the client's error; a bad value from the feature store
+        (``stored``) is replaced by the default and reported, never blamed on the client.
+
+        Returns:
+            ``(inputs, names of stored values replaced by defaults)``.
+
+        Raises:
+            FeatureValueError: a request value that cannot be encoded, naming it.
         """
         out: dict[str, torch.Tensor] = {}
+        bad: list[str] = []
         specs = self.encoder.specs
+        overrides = overrides or {}
         for name in self.user_names:
-            value = user_id if name == self.user_id_column else user_raw.get(name)
-            check_value(specs[name], value, ("user_features", name))
-            out[name] = self._side_cache.encode(name, value)
+            if name == self.user_id_column:
+                out[name] = self._side_cache.encode(name, user_id)
+            elif name in overrides:
+                out[name] = self._encode_request(name, overrides[name], ("user_features", name))
+            else:
+                value = stored.get(name)
+                try:
+                    check_value(specs[name], value, ("user_features", name))
+                    out[name] = self._side_cache.encode(name, value)
+                except (FeatureValueError, NonFiniteEncodingError):
+                    bad.append(name)
+                    out[name] = self._side_cache.encode(name, None)
         for name in self.context_names:
-            value = context.get(name)
-            check_value(specs[name], value, ("context", name))
-            out[name] = self._side_cache.encode(name, value)
-        return out
+            out[name] = self._encode_request(name, context.get(name), ("context", name))
+        return out, bad
+
+    def _encode_request(self, name: str, value: Any, loc: tuple[str | int, ...]) -> torch.Tensor:
+        check_value(self.encoder.specs[name], value, loc)
+        try:
+            return self._side_cache.encode(name, value)
+        except NonFiniteEncodingError as exc:
+            raise FeatureValueError(loc, str(exc)) from None
 
     def score(
         self,
@@ -219,11 +260,24 @@ class Stage:
             if extra:
                 for name, value in extra.items():
                     if name in self.encoder.specs:
-                        check_value(self.encoder.specs[name], value, ("candidates", idx, name))
+                        check_value(
+                            self.encoder.specs[name], value, ("candidates", idx, "features", name)
+                        )
                 row.update(extra)
             raw_rows.append(row)
         columns = {n: [r.get(n) for r in raw_rows] for n in self.item_names}
-        return special, self._encode_items(ids, columns)
+        encoded = self._encode_items(ids, columns)
+        for name in self._numeric_items:
+            finite = torch.isfinite(encoded[name])
+            if not bool(finite.all()):
+                # a value inside float32 that overflows once standardised (tiny std)
+                j = int(torch.nonzero(~finite)[0, 0])
+                idx = int(special[j])
+                raise FeatureValueError(
+                    ("candidates", idx, "features", name),
+                    f"feature {name!r}: {columns[name][j]!r} is not finite once encoded",
+                )
+        return special, encoded
 
     # ----------------------------------------------------------------- load checks
     def warm_up(self, rounds: int) -> None:
@@ -234,7 +288,7 @@ class Stage:
         """
         known = self.item_ids[: min(len(self.item_ids), 64)]
         unknown = np.array([int(self.item_ids.max()) + 1 if len(self.item_ids) else 1])
-        side = self.encode_side(0, {}, {})
+        side, _ = self.encode_side(0, {}, {})
         with torch.inference_mode():
             for _ in range(rounds):
                 for ids in (np.concatenate([known, unknown]), known[:8], unknown):

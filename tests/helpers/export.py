@@ -172,6 +172,7 @@ def tiny_writer(name: str = "m", seed: int = 0):
     """A ``write(directory, version)`` for ``ModelRepository.publish``: a small but
     complete, verifiable mlp artifact (no training involved)."""
     from models.contract.artifact import Manifest, checksum_files, write_manifest
+    from tests.helpers.signing import sign
 
     encoder = FeatureEncoder(
         [FeatureSpec("u", "categorical", "user"), FeatureSpec("p", "numeric", "item")]
@@ -203,5 +204,6 @@ def tiny_writer(name: str = "m", seed: int = 0):
                 rocketrank_version="0.1.0",
             ),
         )
+        sign(directory)
 
     return write

@@ -67,7 +67,7 @@ class LoggedService(sf.ServiceProcess):
         cmd = [sys.executable, "-m", "rocketrank", "serve", *args]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROCKETRANK_")}
-        full_env.update(env or {})
+        full_env.update({**sf.signing.service_env(), **(env or {})})
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=sf.ROOT, env=full_env, start_new_session=True,
@@ -294,6 +294,7 @@ def _other_feature_set_writer(world: Mapping[str, Any]) -> Callable[[Path, str],
             files=checksum_files(directory), git_commit=None, rocketrank_version="test",
         )  # fmt: skip
         write_manifest(directory, manifest)
+        sf.signing.sign(directory)
 
     return write
 
@@ -327,6 +328,7 @@ def publish_broken(world: Mapping[str, Any], kind: str) -> str:
             manifest = json.loads((directory / MANIFEST_FILE).read_text())
             manifest["version"] = version
             (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
+            sf.signing.sign(directory)
 
         version = repo.publish("fine", copy, promote=False)
     directory = repo.version_dir("fine", version)
@@ -338,5 +340,6 @@ def publish_broken(world: Mapping[str, Any], kind: str) -> str:
         manifest = json.loads((directory / MANIFEST_FILE).read_text())
         manifest["spec_hash"] = "0" * 64
         (directory / MANIFEST_FILE).write_text(json.dumps(manifest))
+        sf.signing.sign(directory)  # a signed but inconsistent manifest (an exporter bug)
     repo.promote("fine", version, verify=False)
     return version

@@ -38,6 +38,7 @@ from models.contract.artifact import (
 )
 from models.contract.features import FeatureEncoder, FeatureSpec
 from models.contract.repository import ModelRepository
+from tests.helpers import signing
 from tests.helpers.net import free_port
 from tests.helpers.repo import ROOT
 
@@ -236,6 +237,7 @@ def publish(
             rocketrank_version="test",
         )
         write_manifest(directory, manifest)
+        signing.sign(directory)
         if corrupt:
             with open(directory / MODEL_FILE, "ab") as fh:
                 fh.write(b"tampered")
@@ -327,7 +329,7 @@ class ServiceProcess:
         cmd = [sys.executable, "-m", "rocketrank", "serve", *args]
         cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROCKETRANK_")}
-        full_env.update(env or {})
+        full_env.update({**signing.service_env(), **(env or {})})
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=full_env, start_new_session=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -1,11 +1,11 @@
-"""Ablation: every distillation variant on the same data, seed and epochs, one report.
+"""Ablation: every distillation variant on the same data, over seeds, one report.
 
 Variants, in report order (the baselines first, then the distilled students):
 
 * ``light_alone`` — the student trained on labels only (the baseline);
 * ``booster_alone`` — the teacher trained on labels only;
-* ``two_stage_kd`` — the ``booster_alone`` teacher, frozen, then a fresh
-  student on its soft labels; its train time counts both stages;
+* ``two_stage_kd`` — the ``booster_alone`` teacher of the same seed, frozen,
+  then a fresh student on its soft labels; its train time counts both stages;
 * ``rocket`` / ``rocket_no_gradient_block`` — joint training with shared
   embeddings, with and without the gradient block;
 * ``pfd`` — privileged features, teacher of the student's size (an MLP with the
@@ -13,90 +13,52 @@ Variants, in report order (the baselines first, then the distilled students):
 * ``pfd_md`` — privileged features and the config's larger booster.
 
 The PFD variants run only when the task (as the light net sees it) has
-privileged features. Hint, λ and schedule come from the config for variants of
-its family (Rocket or PFD) and are the variant's defaults otherwise (see
-``training.ablate.variants``).
+privileged features. Every distilled variant takes the config's distillation
+settings where they apply, plus per-variant overrides
+(``training.ablate.variants``); with a tuning budget every variant first
+searches its own knobs on validation (``training.ablate.tune``).
 
-Outputs in ``DIR``: one run directory per variant (``DIR/<variant>/``, the
-trainer's layout), ``report.json`` (a list of rows), ``report.md`` and
-``report.png``.
+Seeds: run ``s`` of ``seeds`` trains with ``cfg.seed = base + s`` (model init
+and data order; the data stay fixed). After training, each run's nets score the
+test split (``test_scores.npz``); the report's intervals and paired differences
+come from those scores (``training.ablate.summary``).
+
+Outputs in ``DIR``: ``DIR/<variant>/seed<s>/`` (the trainer's run layout plus
+``test_scores.npz``), ``DIR/tune/<variant>/trial<k>/`` when tuning,
+``report.json``, ``report.md`` and ``report.png`` (``training.ablate.report``).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import time
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from training.ablate.report import add_gap_closed, write_report
-from training.ablate.variants import VARIANTS, applicable_variants, variant_config
+from training.ablate.report import write_report
+from training.ablate.runs import RunOutcome, run_one
+from training.ablate.summary import LEVEL, summarise
+from training.ablate.tune import TuneResult, sampler_name, trial_runner, tune_variant
+from training.ablate.variants import (
+    VARIANTS,
+    Overrides,
+    applicable_variants,
+    apply_overrides,
+    describe_settings,
+    variant_config,
+)
 from training.config import RunConfig
 from training.data.prepare import PreparedData
 from training.distill import Variant
-from training.loop.build import load_trained_model
-from training.loop.run_files import METRICS_FILE
-from training.loop.trainer import TrainingError, TrainOptions, train
+from training.loop.trainer import TrainingError, TrainOptions
 
 
-def _row(
-    variant: Variant, metrics: dict[str, Any], seconds: float, cpu_seconds: float
-) -> dict[str, Any]:
-    trained_light = variant is not Variant.BOOSTER_ALONE
-    trained_booster = variant is not Variant.LIGHT_ALONE
-    return {
-        "variant": variant.value,
-        "light": metrics["light"] if trained_light else None,
-        "booster": metrics["booster"] if trained_booster else None,
-        "gap_closed_auc": None,
-        "train_seconds": seconds,
-        "train_cpu_seconds": cpu_seconds,
-        "params": metrics["params"],
-        "flops_per_candidate": metrics["flops_per_candidate"],
-        "light_serving_flops_per_candidate": metrics.get("light_serving_flops_per_candidate"),
-        "samples_per_second": metrics.get("samples_per_second"),
-        "best_epoch": metrics.get("best_epoch"),
-    }
+def run_dir_of(out_dir: Path, variant: Variant, seed_index: int) -> Path:
+    """Where run ``seed_index`` of ``variant`` trains."""
+    return out_dir / variant.value / f"seed{seed_index}"
 
 
-def _finished(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / METRICS_FILE
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def run_ablation(
-    cfg: RunConfig,
-    data: PreparedData,
-    out_dir: str | Path,
-    options: TrainOptions | None = None,
-    variants: Iterable[Variant | str] | None = None,
-    *,
-    reuse_finished: bool = False,
-) -> list[dict[str, Any]]:
-    """Train the variants and write the report.
-
-    Args:
-        cfg: the base run config (its variant is ignored; every variant is trained).
-        data: encoded once, reused by every variant.
-        out_dir: report directory; each variant trains in ``out_dir/<variant>``.
-        options: loop options shared by every variant (epochs, threads, ...).
-        variants: a subset to train (default: every applicable variant).
-            ``two_stage_kd`` also trains ``booster_alone`` (its teacher) if needed.
-        reuse_finished: keep variants whose run directory already has
-            ``metrics.json`` instead of training them again.
-
-    Returns:
-        The report rows (also written to ``report.json``).
-
-    Raises:
-        TrainingError: a requested variant does not apply (e.g. PFD without
-            privileged features).
-    """
-    options = options or TrainOptions()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _plan(cfg: RunConfig, data: PreparedData, variants: Iterable[Variant | str] | None):
     applicable = applicable_variants(cfg, data)
     if variants is None:
         wanted = applicable
@@ -111,31 +73,159 @@ def run_ablation(
     to_train = [v for v in VARIANTS if v in wanted]
     if Variant.TWO_STAGE_KD in to_train and Variant.BOOSTER_ALONE not in to_train:
         to_train.insert(to_train.index(Variant.TWO_STAGE_KD), Variant.BOOSTER_ALONE)
+    return [v for v in VARIANTS if v in wanted], to_train
 
-    results: dict[Variant, dict[str, Any]] = {}
-    for variant in to_train:
-        run_dir = out_dir / variant.value
-        metrics = _finished(run_dir) if reuse_finished else None
-        if metrics is None:
-            teacher = None
-            if variant is Variant.TWO_STAGE_KD:
-                teacher = load_trained_model(out_dir / Variant.BOOSTER_ALONE.value)
-            started = time.perf_counter()
-            metrics = train(
-                variant_config(cfg, variant), data, run_dir, options, teacher=teacher
-            ).metrics
-            metrics["wall_seconds"] = time.perf_counter() - started
-        seconds = float(metrics["train_seconds"])
-        cpu_seconds = float(metrics.get("train_cpu_seconds", math.nan))
+
+def tune_variants(
+    configs: Mapping[Variant, RunConfig],
+    data: PreparedData,
+    out_dir: Path,
+    options: TrainOptions,
+    budget: int,
+    *,
+    seed: int = 0,
+    reuse: bool = False,
+) -> dict[Variant, TuneResult]:
+    """``budget`` validation-only trials for every variant of ``configs`` (in order).
+
+    ``two_stage_kd``'s trials distil the booster of ``booster_alone``'s chosen
+    trial, so ``booster_alone`` must come first in ``configs``.
+    """
+    results: dict[Variant, TuneResult] = {}
+    for variant, cfg in configs.items():
+        teacher_dir = None
         if variant is Variant.TWO_STAGE_KD:
-            seconds += results[Variant.BOOSTER_ALONE]["train_seconds"]
-            cpu_seconds += results[Variant.BOOSTER_ALONE]["train_cpu_seconds"]
-        results[variant] = _row(variant, metrics, seconds, cpu_seconds)
+            teacher_dir = Path(results[Variant.BOOSTER_ALONE].best.run_dir)
+        runner = trial_runner(data, options, teacher_dir=teacher_dir, reuse=reuse)
+        results[variant] = tune_variant(
+            cfg,
+            budget,
+            runner,
+            out_dir / variant.value,
+            seed=seed,
+            steps_per_epoch=data.train.num_batches(cfg.data.batch_size),
+        )
+    return results
 
-    add_gap_closed(list(results.values()))
-    rows = [results[v] for v in VARIANTS if v in wanted]
-    write_report(rows, out_dir, cfg, data, options)
-    return rows
+
+def run_ablation(
+    cfg: RunConfig,
+    data: PreparedData,
+    out_dir: str | Path,
+    options: TrainOptions | None = None,
+    variants: Iterable[Variant | str] | None = None,
+    *,
+    seeds: int = 1,
+    reuse_finished: bool = False,
+    overrides: Mapping[Variant, Overrides] | None = None,
+    tune_budget: int = 0,
+    n_boot: int = 1000,
+    bootstrap_seed: int = 0,
+) -> dict[str, Any]:
+    """Tune (optionally), train every variant at every seed, score test, write the report.
+
+    Args:
+        cfg: the base run config (its variant only shapes the others' settings,
+            see ``training.ablate.variants``); ``cfg.seed`` is the first seed.
+        data: encoded once, reused by every run.
+        out_dir: report directory (layout in the module docstring).
+        options: loop options shared by every run; ``options.epochs`` is written
+            into each config's ``optim.epochs`` (so tuning and overrides can set it).
+        variants: a subset to train (default: every applicable variant).
+            ``two_stage_kd`` also trains ``booster_alone`` (its teacher) if needed.
+        seeds: runs per variant, at seeds ``cfg.seed + s`` for ``s < seeds``.
+        reuse_finished: keep runs (and tuning trials) whose directory already has
+            ``metrics.json`` from the same config; refuse those from another.
+        overrides: per-variant ``{section: {key: value}}``, applied last
+            (``--variant-config``).
+        tune_budget: trials per variant (0 = no tuning).
+        n_boot: bootstrap replicates of every interval.
+        bootstrap_seed: seeds the bootstrap.
+
+    Returns:
+        The report (also written to ``report.json``).
+
+    Raises:
+        TrainingError: a requested variant does not apply, no test split, a
+            refused reuse, or a failed run.
+    """
+    if seeds < 1:
+        raise TrainingError(f"--seeds must be ≥ 1, got {seeds}")
+    options = options or TrainOptions()
+    if options.epochs:
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, epochs=options.epochs))
+        options = dataclasses.replace(options, epochs=None)
+    if data.test is None or not len(data.test):
+        raise TrainingError("the ablation needs a test split (test.parquet) to compare variants on")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    overrides = dict(overrides or {})
+    wanted, to_train = _plan(cfg, data, variants)
+    configs = {v: variant_config(cfg, v, overrides.get(v)) for v in to_train}
+
+    tuning: dict[Variant, TuneResult] = {}
+    if tune_budget:
+        tuning = tune_variants(
+            configs, data, out_dir / "tune", options, tune_budget,
+            seed=cfg.seed, reuse=reuse_finished,
+        )  # fmt: skip
+        configs = {
+            v: apply_overrides(c, tuning[v].overrides, f"tuned values of {v.value}")
+            for v, c in configs.items()
+        }
+
+    seed_values = [cfg.seed + s for s in range(seeds)]
+    outcomes: dict[Variant, list[RunOutcome]] = {v: [] for v in to_train}
+    for s, seed in enumerate(seed_values):
+        for variant in to_train:
+            teacher_dir = None
+            if variant is Variant.TWO_STAGE_KD:
+                teacher_dir = run_dir_of(out_dir, Variant.BOOSTER_ALONE, s)
+            outcomes[variant].append(
+                run_one(
+                    dataclasses.replace(configs[variant], seed=seed),
+                    data,
+                    run_dir_of(out_dir, variant, s),
+                    options,
+                    teacher_dir=teacher_dir,
+                    reuse=reuse_finished,
+                )
+            )
+
+    # two-stage KD's row counts its teacher's training time, so keep booster_alone's
+    # runs even when only two_stage_kd was asked for; the row itself is left out
+    summary_input = {v: outcomes[v] for v in to_train}
+    rows = summarise(
+        summary_input,
+        seed_values,
+        {v: describe_settings(c) for v, c in configs.items()},
+        n_boot=n_boot,
+        bootstrap_seed=bootstrap_seed,
+    )
+    rows = [r for r in rows if Variant(r["variant"]) in wanted]
+    report = {
+        "format": 2,
+        "seeds": seed_values,
+        "bootstrap": {
+            "n_boot": n_boot,
+            "seed": bootstrap_seed,
+            "level": LEVEL,
+            "unit": "test request (the split's group column)",
+            "seeds_resampled": seeds > 1,
+        },
+        "configs": {v.value: c.to_dict() for v, c in configs.items() if v in wanted},
+        "variant_overrides": {v.value: o for v, o in overrides.items()},
+        "tuning": None
+        if not tuning
+        else {
+            "budget": tune_budget,
+            "sampler": sampler_name(),
+            "selected_on": "validation AUC of the trained net (light; booster for booster_alone)",
+            "variants": {v.value: t.to_dict() for v, t in tuning.items()},
+        },
+        "rows": rows,
+    }
+    return write_report(report, out_dir, cfg, data)
 
 
-__all__ = ["run_ablation"]
+__all__ = ["run_ablation", "run_dir_of", "tune_variants"]

@@ -1,9 +1,9 @@
 """``rocketrank data check``: validate a data directory against its schema.
 
 Prints a summary (rows per split, label rates, feature cardinalities, OOV rate
-of vocabulary features on valid/test, imputed NaN/inf counts) and exits 0 when
-the data is valid; otherwise lists every problem and exits 1 (2 when the
-schema or the directory itself cannot be used).
+of vocabulary features on valid/test, imputed NaN/inf counts) on stdout and exits
+0 when the data is valid; otherwise lists every problem on stderr and exits 1
+(2, also on stderr, when the schema or the directory itself cannot be used).
 
 Example::
 
@@ -178,22 +178,24 @@ def check(
     return build_summary(schema, report, encoder, splits), schema
 
 
-def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out = out or sys.stdout
+    err = err or sys.stderr
     try:
         summary, _ = check(args.data, args.schema, args.task)
     except (SchemaError, DataReadError) as exc:
-        print(f"data check FAILED: {exc}", file=out)
+        print(f"data check FAILED: {exc}", file=err)
         return EXIT_UNUSABLE
     if args.json is not None:
         args.json.write_text(json.dumps(summary, indent=2))
     print(format_summary(summary), file=out)
     problems = summary["problems"]
     if problems:
-        print(f"\ndata check FAILED: {len(problems)} problem(s):", file=out)
+        out.flush()
+        print(f"\ndata check FAILED: {len(problems)} problem(s):", file=err)
         for p in problems:
             where = p["split"] if p["column"] == "*" else f"{p['split']}.{p['column']}"
-            print(f"  - [{where}] {p['message']}", file=out)
+            print(f"  - [{where}] {p['message']}", file=err)
         return EXIT_INVALID
     print(f"\ndata check OK: {args.data}", file=out)
     return EXIT_OK

@@ -26,6 +26,8 @@ from training.data.negatives import item_catalogue, sample_negatives
 from training.data.readers import DataReadError, find_data_files, resolve_schema
 from training.data.schema import SchemaError
 
+_PROG = "rocketrank data negatives"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="positives-only data directory")
@@ -33,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", required=True, type=Path, help="new data directory (must not exist)"
     )
     parser.add_argument("--per-positive", type=int, default=4, help="negatives per positive row")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the negative sampler (split i uses seed+i)"
+    )
     parser.add_argument("--schema", type=Path, help="schema file (default DATA/schema.yaml)")
 
 
@@ -43,19 +47,19 @@ def _read(path: Path) -> pd.DataFrame:
 
 def run(args: argparse.Namespace) -> int:
     if args.per_positive < 1:
-        print("error: --per-positive must be >= 1", file=sys.stderr)
+        print(f"{_PROG}: --per-positive must be >= 1", file=sys.stderr)
         return 2
     try:
         files = find_data_files(args.data)
         schema = resolve_schema(files, args.schema)
     except (DataReadError, SchemaError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{_PROG}: {exc}", file=sys.stderr)
         return 2
     if "train" not in files.splits:
-        print(f"error: {args.data}: no train split", file=sys.stderr)
+        print(f"{_PROG}: --data {args.data}: no train split", file=sys.stderr)
         return 2
     if args.out.exists():
-        print(f"error: {args.out} exists; choose a new directory", file=sys.stderr)
+        print(f"{_PROG}: --out {args.out} exists; choose a new directory", file=sys.stderr)
         return 2
     items_path = files.side_tables.get("items")
     catalogue = (

@@ -49,6 +49,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--parity-rows", type=int, default=50_000, help="test rows for the parity check"
     )
+    parser.add_argument(
+        "--signing-key",
+        type=Path,
+        default=None,
+        help="ed25519 private key (PEM) that signs the manifest, kept outside the repository "
+        "(default: $ROCKETRANK_SIGNING_KEY; `rocketrank models keygen` makes one)",
+    )
+    parser.add_argument(
+        "--unsigned",
+        action="store_true",
+        help="publish without a signature when no key is given (the service refuses it "
+        "unless ROCKETRANK_ALLOW_UNSIGNED_ARTIFACTS=true)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
             parity_rows=args.parity_rows,
             int8_min_rows=args.int8_min_rows,
             int8_linears=not args.no_int8_linears,
+            signing_key=args.signing_key,
+            unsigned=args.unsigned,
         )
         result = export_run(args.run, args.repo, args.name, options)
     except (ExportError, ArtifactError, RepositoryError) as exc:

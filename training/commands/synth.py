@@ -3,6 +3,7 @@
 Example::
 
     rocketrank synth --out data/ --rows 1000000 --seed 1
+    rocketrank synth --out data/ --rows 1000000 --seed 1 --world interests
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from training.synth.generator import SynthConfigError, write
+from training.synth.worlds import DEFAULT_WORLD, WORLDS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--page-size", type=int, default=10, help="items per request")
     parser.add_argument("--days", type=int, default=14, help="days covered by the log")
+    parser.add_argument(
+        "--world",
+        choices=sorted(WORLDS),
+        default=DEFAULT_WORLD,
+        help=f"data-generating world (default {DEFAULT_WORLD}; docs/SYNTHETIC.md)",
+    )
+
+
+def _fmt(value: float | None) -> str:
+    """A stats value for the summary line; a tiny log may have none (JSON null)."""
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,15 +51,18 @@ def run(args: argparse.Namespace) -> int:
             items=args.items,
             page_size=args.page_size,
             days=args.days,
+            world=args.world,
         )
     except SynthConfigError as exc:
         print(f"rocketrank synth: {exc}", file=sys.stderr)
         return 2
     splits = ", ".join(f"{k} {v:,}" for k, v in stats["splits"].items())
     print(
-        f"wrote {stats['rows']:,} impressions to {args.out} ({splits}) in {stats['seconds']} s\n"
-        f"users {stats['users']:,}  items {stats['items']:,}  CTR {stats['ctr']:.4f}  "
-        f"CVR {stats['cvr']:.4f}  oracle AUC click {stats['oracle_auc_click']:.4f}  "
-        f"conversion {stats['oracle_auc_conversion']:.4f}"
+        f"wrote {stats['rows']:,} impressions of world {stats['world']!r} to {args.out} "
+        f"({splits}) in {stats['seconds']} s\n"
+        f"users {stats['users']:,}  items {stats['items']:,}  CTR {_fmt(stats['ctr'])}  "
+        f"CVR {_fmt(stats['cvr'])}  oracle AUC click {_fmt(stats['oracle_auc_click'])}  "
+        f"(user×item {_fmt(stats.get('oracle_auc_click_user_item'))})  "
+        f"conversion {_fmt(stats['oracle_auc_conversion'])}"
     )
     return 0

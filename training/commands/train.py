@@ -1,10 +1,17 @@
 """``rocketrank train``: jointly train booster and light net on a data directory.
 
-Example::
+Any value of the run config can be changed for one run with ``--set
+section.key=value`` (repeatable; validated like the file, so an unknown key is an
+error). Torch uses the machine's cores divided among the ``--nproc`` processes
+unless ``--threads`` says otherwise.
+
+Examples::
 
     rocketrank train --config configs/fine_ctr.yaml --data data/ --out runs/fine
     rocketrank train --config configs/fine_ctr.yaml --data data/ --out runs/fine --resume
     rocketrank train --config configs/fine_ctr.yaml --data data/ --out runs/fine --nproc 2
+    rocketrank train --config configs/fine_ctr.yaml --data data/ --out runs/fine_pfd \\
+        --set distill.variant=pfd --set optim.lr_dense=0.002 --set 'model.light_dims=[64,32]'
 
 Writes ``RUN/metrics.json``, ``RUN/model.pt``, ``RUN/curves.png`` and the rest of
 the run directory described in ``training/loop/run_files.py``.
@@ -16,9 +23,13 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
-from training.config import ConfigError, load_config
+import yaml
+
+from training.commands.overrides import add_set_argument, load_config_with_overrides
+from training.config import ConfigError
 from training.data.prepare import prepare_data
 from training.data.schema import SchemaError
 from training.distill import Variant
@@ -29,13 +40,22 @@ from training.loop.trainer import TrainingError, TrainOptions, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, type=Path, help="run config YAML")
-    parser.add_argument("--data", required=True, type=Path, help="data directory (with schema)")
-    parser.add_argument("--out", required=True, type=Path, help="run directory (created)")
-    parser.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
-    parser.add_argument("--epochs", type=int, default=None, help="override optim.epochs")
     parser.add_argument(
-        "--max-rows", type=int, default=None, help="use at most N rows of each split"
+        "--config", required=True, type=Path, metavar="FILE", help="run config YAML"
+    )
+    add_set_argument(parser)
+    parser.add_argument(
+        "--data", required=True, type=Path, metavar="DIR", help="data directory (with schema)"
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="RUN", help="run directory (created)"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    parser.add_argument(
+        "--epochs", type=int, default=None, metavar="N", help="override optim.epochs"
+    )
+    parser.add_argument(
+        "--max-rows", type=int, default=None, metavar="N", help="use at most N rows of each split"
     )
     parser.add_argument(
         "--teacher",
@@ -55,9 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch threads (default 1: on a shared 2-core machine a second thread made "
-        "steps ~10x slower whenever other processes competed for the cores)",
+        default=None,
+        help="torch threads per process (default: the cores available to this process "
+        "divided by --nproc; on a machine shared with other jobs 1 is often fastest)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
@@ -69,20 +89,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity; ``os.cpu_count()`` without one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_threads(nproc: int) -> int:
+    """Torch threads per process when ``--threads`` is not given: cores ÷ processes."""
+    return max(1, available_cores() // max(1, nproc))
+
+
+def _launch(nproc: int, args: argparse.Namespace) -> int:
+    """Run under torchrun; overrides are resolved once into a config file the workers read."""
+    from training.loop.launch import launch
+
+    try:
+        cfg = load_config_with_overrides(args.config, args.set)
+    except ConfigError as exc:
+        print(f"rocketrank train: {exc}", file=sys.stderr)
+        return 2
+    if not args.set:
+        return launch(nproc, args, threads=args.threads)
+    with tempfile.TemporaryDirectory(prefix="rocketrank-train-") as tmp:
+        resolved = Path(tmp) / args.config.name
+        resolved.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        forwarded = argparse.Namespace(**{**vars(args), "config": resolved, "set": None})
+        return launch(nproc, forwarded, threads=args.threads)
+
+
 def run(args: argparse.Namespace) -> int:
     nproc = getattr(args, "nproc", 1)
     if nproc < 1:
         print(f"rocketrank train: --nproc must be >= 1, got {nproc}", file=sys.stderr)
         return 2
+    if args.threads is None:
+        args.threads = default_threads(nproc)
+    if args.threads < 1:
+        print(f"rocketrank train: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from training.loop.launch import launch
-
-        return launch(nproc, args, threads=args.threads)
+        return _launch(nproc, args)
     dist = SINGLE_PROCESS
     try:
         # under torchrun: join the process group (an ordinary run otherwise)
         dist = init_from_env()
-        cfg = load_config(args.config)
+        cfg = load_config_with_overrides(args.config, getattr(args, "set", None))
         options = TrainOptions(
             epochs=args.epochs,
             resume=args.resume,

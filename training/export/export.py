@@ -18,13 +18,17 @@
    exported module itself (the item features encoded by the run's encoder),
    stored as 8-bit rows in an int8 artifact;
 5. write ``encoder.json`` + ``vocabs.npz`` (served features only, vocabulary keys
-   in binary), ``manifest.json`` and publish.
+   in binary), ``manifest.json``, sign the manifest (``manifest.sig``, ed25519
+   with a private key kept outside the repository: ``--signing-key`` or
+   ``ROCKETRANK_SIGNING_KEY``) and publish. Without a key the export is refused
+   unless ``unsigned`` is asked for (the service refuses unsigned artifacts).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +38,7 @@ import torch
 
 from models.contract.artifact import Manifest, read_manifest
 from models.contract.repository import ModelRepository
+from models.contract.signing import SIGNING_KEY_ENV, SigningError, load_private_key
 from models.joint import JointModel
 from training.export.errors import ExportError
 from training.export.graph import prepare_scorer, to_torchscript
@@ -66,6 +71,10 @@ class ExportOptions:
             (default 0: every table is int8 unless parity needs the fallback of
             :func:`int8_plans`).
         int8_linears: with ``quantize="int8"``, try 8-bit Linear weights first.
+        signing_key: ed25519 private key (PEM) the manifest is signed with; default
+            ``$ROCKETRANK_SIGNING_KEY``.
+        unsigned: publish without a signature when no key is given (the service
+            loads such artifacts only with ``ROCKETRANK_ALLOW_UNSIGNED_ARTIFACTS``).
     """
 
     format: str = "torchscript"
@@ -76,6 +85,8 @@ class ExportOptions:
     parity_rows: int = 50_000
     int8_min_rows: int = 0
     int8_linears: bool = True
+    signing_key: Path | None = None
+    unsigned: bool = False
 
     def __post_init__(self) -> None:
         if self.format != "torchscript":
@@ -193,6 +204,23 @@ def _export_metrics(model: JointModel, kind: str, done: _Exported, quantize: str
     return metrics
 
 
+def _signing_key(options: ExportOptions) -> Any:
+    """The private key to sign with (``None`` for an explicitly unsigned export)."""
+    path = options.signing_key or os.environ.get(SIGNING_KEY_ENV) or None
+    if path is None:
+        if options.unsigned:
+            log.warning("exporting an UNSIGNED artifact: the service refuses it by default")
+            return None
+        raise ExportError(
+            f"no signing key: pass --signing-key PATH or set {SIGNING_KEY_ENV} "
+            "(`rocketrank models keygen --out DIR` makes a key pair), or --unsigned"
+        )
+    try:
+        return load_private_key(path)
+    except SigningError as exc:
+        raise ExportError(str(exc)) from None
+
+
 def export_run(
     run: TrainedRun | str | Path,
     repo: str | Path,
@@ -211,6 +239,7 @@ def export_run(
         ExportError: the run is unusable, parity fails or the catalogue is bad.
     """
     options = options or ExportOptions()
+    signing_key = _signing_key(options)  # before the slow steps: a bad key fails at once
     if not isinstance(run, TrainedRun):
         run = load_run(run)
     model = run.model.eval()
@@ -238,6 +267,7 @@ def export_run(
         catalogue=items,
         metrics={**run.metrics, "export": _export_metrics(model, kind, done, options.quantize)},
         params=sum(p.numel() for p in model.light_scorer().parameters()),
+        signing_key=signing_key,
     )
     repository = ModelRepository(repo)
     version = repository.publish(name, contents.write, promote=options.promote, keep=options.keep)

@@ -25,6 +25,7 @@ from models.contract.artifact import (
     write_manifest,
 )
 from models.contract.features import FeatureEncoder, FeatureType
+from models.contract.signing import SIGNATURE_FILE, sign_manifest
 from models.provenance import git_commit, json_safe, package_version
 from training.data.schema import load_schema
 from training.export.errors import ExportError
@@ -134,6 +135,7 @@ class ArtifactContents:
         catalogue: two-tower item files ``{file name: array}`` (None for an MLP).
         metrics: the run's metrics plus ``export``.
         params: light-net parameter count.
+        signing_key: ed25519 private key that signs the manifest (``None``: unsigned).
     """
 
     name: str
@@ -147,9 +149,11 @@ class ArtifactContents:
     catalogue: dict[str, np.ndarray] | None
     metrics: dict[str, Any]
     params: int
+    signing_key: Any = None
 
     def write(self, directory: Path, version: str) -> None:
-        """Write every file of the artifact, the manifest last (its checksums cover the rest)."""
+        """Write every file of the artifact, then the manifest (its checksums cover the
+        rest), then the manifest's signature (it covers the manifest's bytes)."""
         (directory / MODEL_FILE).write_bytes(self.model_bytes)
         for fname, data in encoder_files(self.encoder).items():
             (directory / fname).write_bytes(data)
@@ -173,7 +177,10 @@ class ArtifactContents:
             git_commit=git_commit(),
             rocketrank_version=package_version(),
         )
-        write_manifest(directory, manifest)
+        manifest_file = write_manifest(directory, manifest)
+        if self.signing_key is not None:
+            signature = sign_manifest(manifest_file.read_bytes(), self.signing_key)
+            (directory / SIGNATURE_FILE).write_bytes(signature)
 
 
 __all__ = ["ArtifactContents", "catalogue", "item_table"]

@@ -24,6 +24,12 @@ itself comes from a noisy previous ranker, as in a real log. Conversions on
 clicked rows are driven by a purchase intent that shows in post-click
 behaviour (dwell time, reviews viewed, chat with the seller, add to cart).
 
+That paragraph is the default ``feed`` world. Its parameters, and those of
+the other worlds (``interests``: best of several interests instead of a dot
+product, a dominant per (user, category) taste, weaker position bias, a heavier
+item tail, users who join late), are typed data in :mod:`training.synth.worlds`;
+``world="interests"`` selects one.
+
 Everything is vectorised numpy; the only Python loop runs over days (the
 daily feature job), and the output is a deterministic function of the
 arguments.
@@ -32,6 +38,7 @@ Usage::
 
     frames = generate(rows=200_000, seed=1)       # dict of DataFrames
     stats = write("data/", rows=200_000, seed=1)  # Parquet + schema.yaml + stats.json
+    frames = generate(rows=200_000, seed=1, world="interests")
 """
 
 # Over 400 lines: the generative story (requests, pages, clicks, conversions, files) is
@@ -58,6 +65,14 @@ from training.data.schema import Schema, load_schema
 from training.evaluate import auc
 from training.synth import world
 from training.synth.world import DEVICES, MAX_TAGS, SECONDS_PER_DAY
+from training.synth.worlds import (
+    DEFAULT_WORLD,
+    FEED,
+    WORLDS,
+    ClickModel,
+    ConversionModel,
+    World,
+)
 
 ROW_GROUP_ROWS = 65_536
 """Parquet row-group size; the data layer streams one row group per chunk."""
@@ -72,57 +87,18 @@ NO_SHOP_CLICK_DAYS = 90.0
 """``user_shop_days_since_click`` when the user has no click on the shop in the history."""
 
 
-@dataclass(frozen=True)
-class ClickModel:
-    """The true click logit, term by term (see docs/SYNTHETIC.md)."""
-
-    intercept: float = -3.7
-    affinity: float = 0.8  # × user·item latent affinity (unit variance)
-    log_position: float = -0.6  # × ln(position)
-    user_bias_std: float = 0.3
-    item_quality: float = 0.35  # × item quality (unit variance)
-    price_over_budget: float = -0.6  # × max(0, price level − purchasing level), both in [0, 1]
-    cat_clicks_7d: float = 0.30  # × ln(1 + user_cat_clicks_7d)
-    shop_clicks_30d: float = 0.30  # × ln(1 + user_shop_clicks_30d)
-    shop_recency: float = 0.30  # × exp(−user_shop_days_since_click / 7)
-    hour_amplitude: float = 0.15  # × cos(2π (hour − 21) / 24): evenings click more
-    device: tuple[float, ...] = (0.0, 0.10, -0.25)  # android, ios, web
-    previous_ranker_noise: float = 2.0  # page order = affinity + quality + this × N(0, 1)
-
-
-@dataclass(frozen=True)
-class ConversionModel:
-    """Post-click behaviour from a purchase intent, and the true conversion logit.
-
-    intent = affinity, quality and budget terms + N(0, 1); each behaviour is
-    ``base + slope × intent`` on its own scale (log seconds, log rate, logits).
-    """
-
-    intent_affinity: float = 0.5
-    intent_quality: float = 0.4
-    intent_over_budget: float = -1.5
-    dwell_log_seconds: tuple[float, float, float] = (3.0, 0.45, 0.6)  # base, slope, noise std
-    reviews_log_rate: tuple[float, float] = (-0.3, 0.55)  # Poisson
-    chat_logit: tuple[float, float] = (-2.6, 0.7)
-    cart_logit: tuple[float, float] = (-1.6, 1.1)
-    intercept: float = -5.0
-    added_to_cart: float = 1.8
-    chatted_with_seller: float = 0.8
-    log_reviews: float = 0.5  # × ln(1 + reviews_viewed)
-    log_dwell: float = 0.7  # × (ln(dwell seconds) − 3)
-    affinity: float = 0.3
-    price_over_budget: float = -1.0
-
-
-CLICK = ClickModel()
-CONVERSION = ConversionModel()
+CLICK: ClickModel = FEED.click
+"""The click model of the default ``feed`` world (each world has its own: ``WORLDS``)."""
+CONVERSION: ConversionModel = FEED.conversion
 
 USER_FEATURES = ["age_bucket", "gender", "city_tier", "activity_level", "purchasing_power"]
 ITEM_FEATURES = ["category_id", "shop_id", "brand_id", "price", "price_bucket", "tags"]
 CONTEXT_FEATURES = ["position", "hour", "device"]
 INTERACTED_FEATURES = ["user_cat_clicks_7d", "user_shop_clicks_30d", "user_shop_days_since_click"]
 POST_CLICK_FEATURES = ["dwell_time_s", "reviews_viewed", "chatted_with_seller", "added_to_cart"]
-LOGIT_TERMS = ["affinity", "position", "context", "user_item_bias", "interacted"]
+LOGIT_TERMS = ["affinity", "position", "context", "user_item_bias", "taste", "interacted"]
+REFERENCE_POSITION = 1
+"""The position the debiased oracle scores every row at (the top slot, ln 1 = 0)."""
 
 
 class SynthConfigError(ValueError):
@@ -140,6 +116,7 @@ class SynthConfig:
         items: number of items (default 10k at 200k rows).
         page_size: items per request, positions 1..page_size.
         days: days covered by the log (the split is by request time).
+        world: the data-generating world, a key of ``WORLDS`` (``training.synth.worlds``).
     """
 
     rows: int
@@ -148,8 +125,11 @@ class SynthConfig:
     items: int | None = None
     page_size: int = 10
     days: int = 14
+    world: str = DEFAULT_WORLD
 
     def __post_init__(self) -> None:
+        if self.world not in WORLDS:
+            raise SynthConfigError(f"world must be one of {sorted(WORLDS)}, got {self.world!r}")
         checks = [
             ("page_size", self.page_size, 1, 1_000),
             ("rows", self.rows, 10 * max(self.page_size, 1), 10**9),
@@ -165,6 +145,11 @@ class SynthConfig:
                 raise SynthConfigError(
                     f"{name} must be an integer in [{low}, {high}], got {value!r}"
                 )
+
+    @property
+    def spec(self) -> World:
+        """The parameters of ``world``."""
+        return WORLDS[self.world]
 
     @property
     def n_users(self) -> int:
@@ -207,6 +192,12 @@ def _requests(rng: np.random.Generator, cfg: SynthConfig, users: world.Users) ->
     hour = rng.choice(24, size=n_req, p=hour_weight / hour_weight.sum())
     day = rng.integers(0, cfg.days, n_req)
     t = day * SECONDS_PER_DAY + hour * 3600 + rng.integers(0, 3600, n_req)
+    if users.is_new is not None:  # a new user's requests before they join go to an old user
+        early = users.is_new[user] & (t < _join_seconds(cfg))
+        old_weight = np.where(users.is_new, 0.0, weight)
+        user[early] = rng.choice(
+            len(users.ids), size=int(early.sum()), p=old_weight / old_weight.sum()
+        )
     usual = rng.random(n_req) < 0.85
     device = np.where(usual, users.device[user], rng.integers(0, len(DEVICES), n_req))
     order = np.argsort(t, kind="stable")
@@ -217,6 +208,11 @@ def _requests(rng: np.random.Generator, cfg: SynthConfig, users: world.Users) ->
         "hour": hour[order],
         "device": device[order],
     }
+
+
+def _join_seconds(cfg: SynthConfig) -> float:
+    """When the world's new users join, in seconds since ``LOG_START``."""
+    return cfg.spec.new_user_join * cfg.days * SECONDS_PER_DAY
 
 
 def _fill_pages(
@@ -249,11 +245,12 @@ def _impressions(
     P, n_req = cfg.page_size, len(req["user"])
     shown = _fill_pages(rng, req["user"], P, picker)
     user = np.repeat(req["user"], P)
-    affinity = world.affinity(users.latent, items.latent, user, shown.ravel())
+    affinity = world.user_item_affinity(users, items.latent, user, shown.ravel())
+    click = cfg.spec.click
     belief = (
         affinity
-        + CLICK.item_quality * items.quality[shown.ravel()]
-        + CLICK.previous_ranker_noise * rng.normal(size=n_req * P)
+        + click.item_quality * items.quality[shown.ravel()]
+        + click.previous_ranker_noise * rng.normal(size=n_req * P)
     )
     order = np.argsort(-belief.reshape(n_req, P), axis=1, kind="stable")
     shown = np.take_along_axis(shown, order, axis=1)
@@ -315,12 +312,18 @@ def _interacted_features(
     }
 
 
-def _interacted_logit(feats: dict[str, np.ndarray]) -> np.ndarray:
+def _interacted_pieces(feats: Any, click: ClickModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three interacted click-logit terms: category count, shop count, shop recency."""
     return (
-        CLICK.cat_clicks_7d * np.log1p(feats["user_cat_clicks_7d"])
-        + CLICK.shop_clicks_30d * np.log1p(feats["user_shop_clicks_30d"])
-        + CLICK.shop_recency * np.exp(-feats["user_shop_days_since_click"] / 7.0)
+        click.cat_clicks_7d * np.log1p(np.asarray(feats["user_cat_clicks_7d"])),
+        click.shop_clicks_30d * np.log1p(np.asarray(feats["user_shop_clicks_30d"])),
+        click.shop_recency * np.exp(-np.asarray(feats["user_shop_days_since_click"]) / 7.0),
     )
+
+
+def _interacted_logit(feats: dict[str, np.ndarray], click: ClickModel) -> np.ndarray:
+    by_category, shop_count, shop_recency = _interacted_pieces(feats, click)
+    return by_category + shop_count + shop_recency
 
 
 def _simulate_clicks(
@@ -359,17 +362,20 @@ def _simulate_clicks(
         day_feats = _interacted_features(imp, rows, day, items, history)
         for name, values in day_feats.items():
             feats[name][rows] = values
-        terms["interacted"][rows] = _interacted_logit(day_feats)
-        logit = CLICK.intercept + sum(term[rows] for term in terms.values())
+        terms["interacted"][rows] = _interacted_logit(day_feats, cfg.spec.click)
+        logit = cfg.spec.click.intercept + sum(term[rows] for term in terms.values())
         click[rows] = rng.random(rows.stop - rows.start) < _sigmoid(logit)
     return click, feats
 
 
 def _post_click(
-    rng: np.random.Generator, affinity: np.ndarray, quality: np.ndarray, over_budget: np.ndarray
+    rng: np.random.Generator,
+    affinity: np.ndarray,
+    quality: np.ndarray,
+    over_budget: np.ndarray,
+    m: ConversionModel,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Post-click behaviour of clicked rows and their true conversion probability."""
-    m = CONVERSION
     n = len(affinity)
     intent = (
         m.intent_affinity * affinity
@@ -411,6 +417,7 @@ def generate(
     items: int | None = None,
     page_size: int = 10,
     days: int = 14,
+    world: str = DEFAULT_WORLD,
 ) -> dict[str, pd.DataFrame]:
     """Generate the log in memory.
 
@@ -420,6 +427,7 @@ def generate(
         users, items: population sizes (default: scaled with ``sqrt(rows)``).
         page_size: items per request (positions ``1..page_size``).
         days: days covered by the log.
+        world: the data-generating world (``training.synth.worlds.WORLDS``).
 
     Returns:
         ``{"train", "valid", "test"}``: impression rows split 80/10/10 by request
@@ -430,40 +438,52 @@ def generate(
     Raises:
         SynthConfigError: an argument is out of range.
     """
-    cfg = SynthConfig(rows, seed, users, items, page_size, days)
+    cfg = SynthConfig(rows, seed, users, items, page_size, days, world)
     frames, _ = _generate(cfg)
     return frames
 
 
 def _generate(cfg: SynthConfig) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """The frames of :func:`generate` and the click-logit terms per row (diagnostics)."""
+    spec, click = cfg.spec, cfg.spec.click
     rng = np.random.default_rng(cfg.seed)
-    users = world.make_users(rng, cfg.n_users)
-    user_bias = CLICK.user_bias_std * rng.normal(size=cfg.n_users)
-    items = world.make_items(rng, cfg.n_items)
-    picker = world.ItemPicker(items, world.make_tastes(rng, users, items))
+    users = world.make_users(rng, cfg.n_users, spec)
+    user_bias = click.user_bias_std * rng.normal(size=cfg.n_users)
+    items = world.make_items(rng, cfg.n_items, spec)
+    tastes = world.make_tastes(rng, users, items, spec)
+    picker = world.ItemPicker(items, tastes)
     bg = world.background_history(rng, cfg.days, users, items, picker)
+    if users.is_new is not None:  # a new user has no history before joining
+        bg_user, _, bg_t = bg
+        keep = ~users.is_new[bg_user] | (bg_t >= _join_seconds(cfg))
+        bg = tuple(part[keep] for part in bg)
     background = _history_indexes(*bg, items, cfg.days)
 
     imp = _impressions(rng, cfg, users, items, picker)
     user, item = imp.user, imp.item
     over_budget = np.maximum(items.price_level[item] - users.purchasing_level[user], 0.0)
     terms = {
-        "affinity": CLICK.affinity * imp.affinity,
-        "position": CLICK.log_position * np.log(imp.position),
-        "context": CLICK.hour_amplitude * np.cos(2 * np.pi * (imp.hour - 21) / 24)
-        + np.asarray(CLICK.device)[imp.device],
+        "affinity": click.affinity * imp.affinity,
+        "position": click.log_position * np.log(imp.position),
+        "context": click.hour_amplitude * np.cos(2 * np.pi * (imp.hour - 21) / 24)
+        + np.asarray(click.device)[imp.device],
         "user_item_bias": user_bias[user]
-        + CLICK.item_quality * items.quality[item]
-        + CLICK.price_over_budget * over_budget,
+        + click.item_quality * items.quality[item]
+        + click.price_over_budget * over_budget,
+        # adds exact zeros in a world without it, so the feed world's sums are unchanged
+        "taste": click.category_taste * tastes.taste[user, items.category[item]],
         "interacted": np.zeros(len(user)),
     }
-    click, interacted = _simulate_clicks(rng, cfg, imp, items, background, terms)
-    p_click = _sigmoid(CLICK.intercept + sum(terms.values()))
+    clicked_rows, interacted = _simulate_clicks(rng, cfg, imp, items, background, terms)
+    p_click = _sigmoid(click.intercept + sum(terms.values()))
 
-    clicked = np.flatnonzero(click)
+    clicked = np.flatnonzero(clicked_rows)
     post_clicked, p_conv_clicked = _post_click(
-        rng, imp.affinity[clicked], items.quality[item[clicked]], over_budget[clicked]
+        rng,
+        imp.affinity[clicked],
+        items.quality[item[clicked]],
+        over_budget[clicked],
+        spec.conversion,
     )
     converted = rng.random(len(clicked)) < p_conv_clicked
 
@@ -487,7 +507,7 @@ def _generate(cfg: SynthConfig) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
             "tags": pd.arrays.ArrowExtensionArray(items.tags.take(pa.array(item))),
             **interacted,
             **{name: on_clicked(post_clicked[name]) for name in POST_CLICK_FEATURES},
-            "click": click.astype(np.int64),
+            "click": clicked_rows.astype(np.int64),
             "conversion": on_clicked(converted.astype(np.int64)),
             "p_click": p_click,
             "p_conversion": on_clicked(p_conv_clicked),
@@ -613,6 +633,47 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     pq.write_table(table, path, row_group_size=ROW_GROUP_ROWS)
 
 
+def _pair_mean(train: pd.DataFrame, values: np.ndarray, rows: pd.DataFrame, key: str) -> np.ndarray:
+    """Train mean of ``values`` per (user_id, ``key``) pair, looked up for ``rows``;
+    the global train mean for a pair train never showed."""
+    if len(train) == 0:
+        return np.zeros(len(rows))
+    means = (
+        pd.DataFrame({"user_id": train["user_id"], key: train[key], "v": values})
+        .groupby(["user_id", key], sort=False)["v"]
+        .mean()
+    )
+    index = pd.MultiIndex.from_arrays([rows["user_id"], rows[key]])
+    return means.reindex(index).fillna(float(values.mean())).to_numpy()
+
+
+def user_item_oracle_logit(
+    train: pd.DataFrame, test: pd.DataFrame, test_terms: pd.DataFrame, click: ClickModel
+) -> np.ndarray:
+    """The true click logit a function of (user, item) alone can express, per test row.
+
+    The (user, item) terms (affinity, user/item bias, taste) as they are; no
+    position and no context (hour, device); each interacted term replaced by
+    its train-time mean for the row's pair -- the category count per
+    (user, category_id), the shop count and shop recency per (user, shop_id) --
+    or by its global train mean when train never showed the pair. The
+    intercept is left out (it does not change an AUC).
+
+    Args:
+        train, test: the log's train and test frames.
+        test_terms: click-logit terms of the test rows (``LOGIT_TERMS`` columns).
+        click: the world's click model.
+
+    Returns:
+        float64 [len(test)].
+    """
+    cat_train, shop_count, shop_recency = _interacted_pieces(train, click)
+    by_category = _pair_mean(train, cat_train, test, "category_id")
+    by_shop = _pair_mean(train, shop_count + shop_recency, test, "shop_id")
+    served = test_terms[["affinity", "user_item_bias", "taste"]].sum(axis=1).to_numpy()
+    return served + by_category + by_shop
+
+
 def compute_stats(
     frames: dict[str, pd.DataFrame], cfg: SynthConfig, logit_terms: pd.DataFrame | None = None
 ) -> dict[str, Any]:
@@ -635,6 +696,8 @@ def compute_stats(
         return None if math.isnan(x) else round(float(x), 6)
 
     stats: dict[str, Any] = {
+        "world": cfg.world,
+        "world_params": cfg.spec.params(),
         "rows": len(log),
         "seed": cfg.seed,
         "requests": int(log["request_id"].nunique()),
@@ -654,11 +717,26 @@ def compute_stats(
             auc(clicked_test["conversion"].to_numpy(), clicked_test["p_conversion"].to_numpy())
         ),
     }
+    train_users = frames["train"]["user_id"].unique()
+    unseen = ~test["user_id"].isin(train_users)
+    stats["test_rows_user_unseen_in_train"] = _num(unseen.mean()) if len(test) else None
+    stats["test_users_unseen_in_train"] = (
+        _num(test.loc[unseen, "user_id"].nunique() / test["user_id"].nunique())
+        if len(test)
+        else None
+    )
     if logit_terms is not None:
         test_terms = logit_terms.iloc[len(log) - len(test) :]
         # the ceiling of a model that cannot see the position (e.g. the served light net)
         no_position = test_terms.drop(columns="position").sum(axis=1).to_numpy()
         stats["oracle_auc_click_no_position"] = _num(auc(y_test, no_position))
+        # position enters the logit additively, so fixing it at the reference shifts every
+        # logit by one constant: the same ranking as without it
+        debiased = no_position + cfg.spec.click.log_position * math.log(REFERENCE_POSITION)
+        stats["oracle_auc_click_debiased"] = _num(auc(y_test, debiased))
+        stats["oracle_reference_position"] = REFERENCE_POSITION
+        user_item = user_item_oracle_logit(frames["train"], test, test_terms, cfg.spec.click)
+        stats["oracle_auc_click_user_item"] = _num(auc(y_test, user_item))
         stats["click_logit_std"] = {k: round(float(logit_terms[k].std()), 4) for k in LOGIT_TERMS}
     by_position = log.groupby("position")["click"].mean()
     stats["ctr_by_position"] = {int(k): round(float(v), 5) for k, v in by_position.items()}
@@ -677,8 +755,11 @@ def write(
     items: int | None = None,
     page_size: int = 10,
     days: int = 14,
+    world: str = DEFAULT_WORLD,
 ) -> dict[str, Any]:
     """Generate the log and write it to ``out_dir``.
+
+    Arguments as for :func:`generate`.
 
     Writes ``train/valid/test.parquet`` (row groups of ``ROW_GROUP_ROWS``),
     ``users.parquet``, ``items.parquet``, ``schema.yaml`` and ``stats.json``.
@@ -690,7 +771,7 @@ def write(
         SynthConfigError: an argument is out of range, or ``out_dir`` is a file.
     """
     started = time.perf_counter()
-    cfg = SynthConfig(rows, seed, users, items, page_size, days)
+    cfg = SynthConfig(rows, seed, users, items, page_size, days, world)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SynthConfigError(f"out_dir {str(out)!r} exists and is not a directory")
@@ -713,12 +794,15 @@ def write(
 __all__ = [
     "CLICK",
     "CONVERSION",
+    "REFERENCE_POSITION",
     "ROW_GROUP_ROWS",
     "SPLITS",
+    "WORLDS",
     "SynthConfig",
     "SynthConfigError",
     "compute_stats",
     "generate",
     "schema_dict",
+    "user_item_oracle_logit",
     "write",
 ]

@@ -6,9 +6,10 @@ and the background click history the interacted features are computed from.
 Nothing here draws a click of the log; :mod:`training.synth.generator` does that.
 
 Latent vectors: every component has unit variance, so ``u·v / sqrt(d)`` (the
-affinity) has unit variance; the :class:`LatentModel` shares say how much of a
-vector follows from observable features and how much is idiosyncratic (then
-only the id can learn it).
+affinity) has unit variance; the world's :class:`~training.synth.worlds.LatentModel`
+shares say how much of a vector follows from observable features and how much
+is idiosyncratic (then only the id can learn it). A world with several interests
+per user takes the best interest's affinity, standardised (:func:`user_item_affinity`).
 """
 
 # Over 400 lines: the population (users, items, latent vectors) is drawn in one seeded
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+from training.synth.worlds import World, max_normal_moments
 
 SECONDS_PER_DAY = 86_400
 HISTORY_DAYS = 30  # simulated background history before the log starts
@@ -45,22 +48,6 @@ SLOT_FROM_FAVOURITE_SHOP = 0.10  # one of the user's favourite shops
 BACKGROUND_CLICKS_PER_DAY = (0.15, 0.4, 1.0, 2.5)
 ACTIVITY_SHARE = (0.45, 0.30, 0.18, 0.07)
 REQUEST_WEIGHT = (1.0, 4.0, 15.0, 50.0)  # how often each activity level opens the feed
-
-
-@dataclass(frozen=True)
-class LatentModel:
-    """How the latent vectors are composed (variance shares, each component unit variance)."""
-
-    user_from_features: float = 0.7  # age, gender, city tier, purchasing power
-    item_category: float = 0.35
-    item_shop: float = 0.15
-    item_brand: float = 0.10
-    item_tags: float = 0.15  # the rest of the item vector is idiosyncratic
-    interest_affinity: float = 1.5  # user×category interest: affinity to the category ...
-    interest_taste: float = 1.0  # ... plus a taste the latent vectors do not know
-
-
-LATENT = LatentModel()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -155,6 +142,20 @@ def affinity(u: np.ndarray, v: np.ndarray, ui: np.ndarray, vi: np.ndarray) -> np
     return out / math.sqrt(u.shape[1])
 
 
+def best_interest(
+    interests: np.ndarray, v: np.ndarray, ui: np.ndarray, vi: np.ndarray
+) -> np.ndarray:
+    """Standardised ``max_k u_k·v / sqrt(d)`` over the interests ``[U, K, d]`` of each user.
+
+    Each interest's affinity is N(0, 1) and independent given the item, so the
+    moments of the maximum of K standard normals bring it back to unit variance.
+    """
+    k = interests.shape[1]
+    best = np.max([affinity(interests[:, j], v, ui, vi) for j in range(k)], axis=0)
+    mean, std = max_normal_moments(k)
+    return (best - mean) / std
+
+
 # --------------------------------------------------------------------------- the world
 
 
@@ -169,6 +170,8 @@ class Users:
     clicks_per_day: np.ndarray  # float64 [U] background click rate
     request_weight: np.ndarray  # float64 [U]
     device: np.ndarray  # int64 [U] preferred device
+    interests: np.ndarray | None = None  # float32 [U, K, d] when the world has K > 1 interests
+    is_new: np.ndarray | None = None  # bool [U]: joins late (the world's new_user_share)
 
 
 @dataclass
@@ -190,8 +193,12 @@ class Items:
     n_shops: int
 
 
-def make_users(rng: np.random.Generator, n: int) -> Users:
-    """Demographics, activity, purchasing power, latent vectors and ids of ``n`` users."""
+def make_users(rng: np.random.Generator, n: int, spec: World) -> Users:
+    """Demographics, activity, purchasing power, latent vectors and ids of ``n`` users.
+
+    The draws of a one-interest world without new users come first and in the
+    same order as ever, so the ``feed`` world's log does not change.
+    """
     d = LATENT_DIM
     age = rng.choice(7, size=n, p=[0.08, 0.22, 0.26, 0.2, 0.12, 0.08, 0.04])
     gender = rng.choice(3, size=n, p=[0.52, 0.40, 0.08])
@@ -206,7 +213,7 @@ def make_users(rng: np.random.Generator, n: int) -> Users:
         tables[0][age] + tables[1][gender] + tables[2][tier] + tables[3][power]
     ) / 2.0  # four unit-variance parts
     idiosyncratic = rng.normal(size=(n, d))
-    w = LATENT.user_from_features
+    w = spec.latent.user_from_features
     latent = (math.sqrt(w) * from_features + math.sqrt(1 - w) * idiosyncratic).astype(np.float32)
 
     jitter = rng.lognormal(0.0, 0.3, size=n)
@@ -225,6 +232,16 @@ def make_users(rng: np.random.Generator, n: int) -> Users:
         }
     )
     frame["gender"] = frame["gender"].astype(str)
+    interests = None
+    if spec.interests > 1:  # every further interest is composed like the first one
+        more = [latent]
+        for _ in range(spec.interests - 1):
+            tables = [rng.normal(size=(k, d)) for k in (7, 3, 5, 5)]
+            part = (tables[0][age] + tables[1][gender] + tables[2][tier] + tables[3][power]) / 2.0
+            own = rng.normal(size=(n, d))
+            more.append((math.sqrt(w) * part + math.sqrt(1 - w) * own).astype(np.float32))
+        interests = np.stack(more, axis=1)
+    is_new = rng.random(n) < spec.new_user_share if spec.new_user_share > 0 else None
     return Users(
         ids=ids,
         frame=frame,
@@ -233,10 +250,21 @@ def make_users(rng: np.random.Generator, n: int) -> Users:
         clicks_per_day=clicks_per_day,
         request_weight=request_weight,
         device=device,
+        interests=interests,
+        is_new=is_new,
     )
 
 
-def make_items(rng: np.random.Generator, n: int) -> Items:
+def user_item_affinity(
+    users: Users, item_latent: np.ndarray, ui: np.ndarray, vi: np.ndarray
+) -> np.ndarray:
+    """The world's affinity for index pairs: the dot product, or the best of the interests."""
+    if users.interests is None:
+        return affinity(users.latent, item_latent, ui, vi)
+    return best_interest(users.interests, item_latent, ui, vi)
+
+
+def make_items(rng: np.random.Generator, n: int, spec: World) -> Items:
     """``n`` items in categories, shops and brands, with prices, tags and latent vectors."""
     # ~100 lines on purpose: one sequence of RNG draws; splitting it invites reordering
     # them, which would change every generated log for a given seed.
@@ -277,17 +305,17 @@ def make_items(rng: np.random.Generator, n: int) -> Items:
     )
 
     parts = (
-        (LATENT.item_category, cat_latent[category]),
-        (LATENT.item_shop, shop_latent[shop]),
-        (LATENT.item_brand, brand_latent[brand]),
-        (LATENT.item_tags, tag_part),
+        (spec.latent.item_category, cat_latent[category]),
+        (spec.latent.item_shop, shop_latent[shop]),
+        (spec.latent.item_brand, brand_latent[brand]),
+        (spec.latent.item_tags, tag_part),
     )
     rest = 1.0 - sum(w for w, _ in parts)
     latent = math.sqrt(rest) * rng.normal(size=(n, d))
     for w, part in parts:
         latent += math.sqrt(w) * part
 
-    popularity = rng.lognormal(0.0, 1.3, size=n) * shop_size[shop] ** 0.3
+    popularity = rng.lognormal(0.0, spec.popularity_sigma, size=n) * shop_size[shop] ** 0.3
     shop_quality = rng.normal(size=n_shops)
     quality = standardise(
         rng.normal(size=n) + 0.5 * shop_quality[shop] + 0.4 * standardise(np.log(popularity))
@@ -344,16 +372,29 @@ class Tastes:
 
     category: GroupSampler  # groups = users, members = user * C + category
     favourite_shops: np.ndarray  # int64 [U, FAVOURITE_SHOPS]
+    taste: np.ndarray  # float64 [U, C]: the private N(0, 1) taste per (user, category)
 
 
-def make_tastes(rng: np.random.Generator, users: Users, items: Items) -> Tastes:
+def _best_of(per_interest: list[np.ndarray]) -> np.ndarray:
+    """The one-interest affinity as is, or the standardised best over the interests."""
+    if len(per_interest) == 1:
+        return per_interest[0]
+    mean, std = max_normal_moments(len(per_interest))
+    return (np.max(per_interest, axis=0) - mean) / std
+
+
+def make_tastes(rng: np.random.Generator, users: Users, items: Items, spec: World) -> Tastes:
     """Category interests (affinity + a private taste + category size) and favourite shops."""
     n_users, n_cat = len(users.ids), items.n_categories
+    vectors = [users.latent] if users.interests is None else list(users.interests.swapaxes(0, 1))
     cat_traffic = np.bincount(items.category, items.popularity, minlength=n_cat)
-    cat_affinity = (users.latent @ items.category_latent.T) / math.sqrt(LATENT_DIM)
+    cat_affinity = _best_of(
+        [(u @ items.category_latent.T) / math.sqrt(LATENT_DIM) for u in vectors]
+    )
+    taste = rng.normal(size=(n_users, n_cat))
     logits = (
-        LATENT.interest_affinity * cat_affinity
-        + LATENT.interest_taste * rng.normal(size=(n_users, n_cat))
+        spec.latent.interest_affinity * cat_affinity
+        + spec.latent.interest_taste * taste
         + np.log(np.maximum(cat_traffic / cat_traffic.sum(), 1e-300))[None, :]
     )
     share = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -366,11 +407,16 @@ def make_tastes(rng: np.random.Generator, users: Users, items: Items) -> Tastes:
     candidates = rng.choice(
         items.n_shops, size=(n_users, 4 * FAVOURITE_SHOPS), p=shop_traffic / shop_traffic.sum()
     )
-    like = np.einsum("ud,ukd->uk", users.latent, items.shop_latent[candidates]) / math.sqrt(
-        LATENT_DIM
+    shop_vectors = items.shop_latent[candidates]
+    like = _best_of(
+        [np.einsum("ud,ukd->uk", u, shop_vectors) / math.sqrt(LATENT_DIM) for u in vectors],
     ) + rng.gumbel(size=candidates.shape)
     best = np.argsort(-like, axis=1)[:, :FAVOURITE_SHOPS]
-    return Tastes(category=category, favourite_shops=np.take_along_axis(candidates, best, 1))
+    return Tastes(
+        category=category,
+        favourite_shops=np.take_along_axis(candidates, best, 1),
+        taste=taste,
+    )
 
 
 class ItemPicker:
@@ -424,7 +470,7 @@ def background_history(
     times = rng.integers(-HISTORY_DAYS * SECONDS_PER_DAY, days * SECONDS_PER_DAY, len(user))
     candidates = np.stack([picker.mixed(user, rng) for _ in range(4)], axis=1)
     score = np.stack(
-        [affinity(users.latent, items.latent, user, candidates[:, k]) for k in range(4)], axis=1
+        [user_item_affinity(users, items.latent, user, candidates[:, k]) for k in range(4)], axis=1
     ) + rng.gumbel(size=candidates.shape)
     item = candidates[np.arange(len(user)), np.argmax(score, axis=1)]
     return user, item, times

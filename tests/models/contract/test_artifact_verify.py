@@ -16,13 +16,14 @@ from models.contract import artifact as artifact_mod
 from models.contract.artifact import (
     MANIFEST_FILE,
     ArtifactError,
-    load_artifact,
     read_encoder,
     sha256_file,
     verify_artifact,
 )
+from models.contract.signing import SIGNATURE_FILE
 from tests.helpers.export import make_run, write_items
 from tests.helpers.repo import ROOT
+from tests.helpers.signing import PUBLIC_KEY, load_signed, sign
 from training.export.export import ExportOptions, export_run
 
 
@@ -52,6 +53,9 @@ def _rewrite_manifest(path: Path, **changes) -> None:
     data = _manifest(path)
     data.update(changes)
     (path / MANIFEST_FILE).write_text(json.dumps(data))
+    # re-signed: these rules hold even for a manifest the key holder signed by mistake
+    # (an unsigned or badly signed one never gets this far: test_artifact_signature.py)
+    sign(path)
 
 
 def test_manifest_has_every_field(exported):
@@ -81,7 +85,8 @@ def test_manifest_has_every_field(exported):
         assert m["metrics"]["light"] == {"auc": 0.71, "logloss": 0.42}
         assert m["metrics"]["export"]["parity"]["max_abs_diff"] <= 1e-5
         assert isinstance(m["params"], int) and m["params"] > 0
-        files = {p.name for p in path.iterdir()} - {MANIFEST_FILE}
+        files = {p.name for p in path.iterdir()} - {MANIFEST_FILE, SIGNATURE_FILE}
+        assert (path / SIGNATURE_FILE).is_file()  # signed with the session key
         assert set(m["files"]) == files
         assert all(m["files"][f] == sha256_file(path / f) for f in files)
         expected = {"model.pt", "encoder.json", "vocabs.npz"}
@@ -100,7 +105,7 @@ def test_privileged_features_are_not_in_the_artifact(exported):
 
 
 def _files(path: Path) -> list[str]:
-    return sorted(p.name for p in path.iterdir() if p.name != MANIFEST_FILE)
+    return sorted(p.name for p in path.iterdir() if p.name not in (MANIFEST_FILE, SIGNATURE_FILE))
 
 
 def test_flipped_byte_in_any_file_is_refused_before_the_model_loads(artifact_copy, monkeypatch):
@@ -114,14 +119,14 @@ def test_flipped_byte_in_any_file_is_refused_before_the_model_loads(artifact_cop
         corrupted[len(corrupted) // 2] ^= 0x01
         file.write_bytes(bytes(corrupted))
         with pytest.raises(ArtifactError) as err:
-            load_artifact(artifact_copy)
+            load_signed(artifact_copy)
         message = str(err.value)
         assert f"checksum mismatch for {name}" in message
         expected = _manifest(artifact_copy)["files"][name]
         assert expected in message and sha256_file(file) in message  # expected vs actual
         file.write_bytes(original)
     assert loads == []  # model.pt was never deserialised
-    assert load_artifact(artifact_copy).version == _manifest(artifact_copy)["version"]
+    assert load_signed(artifact_copy).version == _manifest(artifact_copy)["version"]
     assert loads == [1]  # restored bytes load again
 
 
@@ -131,22 +136,22 @@ def test_missing_or_unlisted_file_is_refused(artifact_copy):
         data = file.read_bytes()
         file.unlink()
         with pytest.raises(ArtifactError, match=rf"{name} is missing"):
-            load_artifact(artifact_copy)
+            load_signed(artifact_copy)
         file.write_bytes(data)
     (artifact_copy / "notes.txt").write_text("hello")
     with pytest.raises(ArtifactError, match=r"\['notes.txt'\] are not listed"):
-        load_artifact(artifact_copy)
+        load_signed(artifact_copy)
     (artifact_copy / "notes.txt").unlink()
     (artifact_copy / MANIFEST_FILE).unlink()
     with pytest.raises(ArtifactError, match=r"manifest\.json is missing"):
-        load_artifact(artifact_copy)
+        load_signed(artifact_copy)
 
 
 def test_tampered_spec_hash_is_refused(artifact_copy):
     good = _manifest(artifact_copy)["spec_hash"]
     _rewrite_manifest(artifact_copy, spec_hash="0" * 64)
     with pytest.raises(ArtifactError) as err:
-        load_artifact(artifact_copy)
+        load_signed(artifact_copy)
     assert "spec hash mismatch" in str(err.value) and good in str(err.value)
     assert "0" * 64 in str(err.value)
 
@@ -160,12 +165,12 @@ def test_changed_feature_spec_with_consistent_checksum_is_refused(artifact_copy)
     files["encoder.json"] = sha256_file(artifact_copy / "encoder.json")
     _rewrite_manifest(artifact_copy, files=files)
     with pytest.raises(ArtifactError, match="spec hash mismatch"):
-        load_artifact(artifact_copy)
+        load_signed(artifact_copy)
 
 
 def test_caller_expected_spec_hash_is_enforced(artifact_copy):
     actual = _manifest(artifact_copy)["spec_hash"]
-    assert load_artifact(artifact_copy, expected_spec_hash=actual).manifest.spec_hash == actual
+    assert load_signed(artifact_copy, expected_spec_hash=actual).manifest.spec_hash == actual
     with pytest.raises(ArtifactError, match="the caller expects"):
         verify_artifact(artifact_copy, expected_spec_hash="f" * 64)
 
@@ -183,7 +188,7 @@ def test_caller_expected_spec_hash_is_enforced(artifact_copy):
 def test_malformed_manifest_is_refused(artifact_copy, changes, message):
     _rewrite_manifest(artifact_copy, **changes)
     with pytest.raises(ArtifactError, match=message):
-        load_artifact(artifact_copy)
+        load_signed(artifact_copy)
 
 
 def test_pickled_module_with_valid_checksums_is_refused(artifact_copy):
@@ -193,14 +198,14 @@ def test_pickled_module_with_valid_checksums_is_refused(artifact_copy):
     files["model.pt"] = sha256_file(artifact_copy / "model.pt")
     _rewrite_manifest(artifact_copy, files=files)
     with pytest.raises(ArtifactError, match="not a loadable TorchScript archive"):
-        load_artifact(artifact_copy)
+        load_signed(artifact_copy)
 
 
 def test_loading_imports_no_training_or_model_code(exported):
     code = (
         "import sys\n"
         "from models.contract.artifact import load_artifact\n"
-        f"a = load_artifact({str(exported['two_tower'])!r})\n"
+        f"a = load_artifact({str(exported['two_tower'])!r}, public_key={str(PUBLIC_KEY)!r})\n"
         "assert a.item_vectors is not None\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'training'\n"
         "             or (m.startswith('models.')\n"
@@ -215,7 +220,7 @@ def test_loading_imports_no_training_or_model_code(exported):
 
 def test_artifact_error_is_a_value_error_with_the_directory(tmp_path):
     with pytest.raises(ArtifactError, match=str(tmp_path / "nope")):
-        artifact_mod.load_artifact(tmp_path / "nope")
+        artifact_mod.load_artifact(tmp_path / "nope", allow_unsigned=True)
     assert issubclass(ArtifactError, ValueError)
 
 
@@ -223,7 +228,7 @@ def test_loading_through_a_symlink_reads_one_version(exported, tmp_path):
     """The path is resolved once, so every file comes from the version it pointed at."""
     link = tmp_path / "current"
     link.symlink_to(exported["mlp"])
-    artifact = load_artifact(link)
+    artifact = load_signed(link)
     assert artifact.path == exported["mlp"].resolve()
     link.unlink()
     link.symlink_to(exported["two_tower"])  # flipping afterwards changes nothing loaded
@@ -238,6 +243,6 @@ def test_spec_hash_is_checked_before_the_vocabularies_are_decoded(artifact_copy)
     files["vocabs.npz"] = sha256_file(artifact_copy / "vocabs.npz")
     _rewrite_manifest(artifact_copy, files=files)
     with pytest.raises(ArtifactError, match="the caller expects"):
-        load_artifact(artifact_copy, expected_spec_hash="f" * 64)
+        load_signed(artifact_copy, expected_spec_hash="f" * 64)
     with pytest.raises(ArtifactError, match=r"vocabs\.npz is not a plain \.npz"):
-        load_artifact(artifact_copy)
+        load_signed(artifact_copy)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from models.contract.artifact import ArtifactError, load_artifact
+from models.contract.artifact import ArtifactError
 from models.contract.repository import (
     CURRENT,
     ModelRepository,
@@ -20,6 +21,7 @@ from models.contract.repository import (
 )
 from rocketrank.cli import main as cli
 from tests.helpers.export import tiny_writer
+from tests.helpers.signing import load_signed
 
 
 @pytest.fixture()
@@ -38,7 +40,7 @@ def test_publish_creates_complete_version_and_points_current_at_it(repo: ModelRe
     assert repo.current_version("m") == v1
     pointer = repo.root / "m" / CURRENT
     assert pointer.is_symlink() and os.readlink(pointer) == v1  # relative: the repo can move
-    artifact = load_artifact(resolve_current(repo.root, "m"))
+    artifact = load_signed(resolve_current(repo.root, "m"))
     assert artifact.manifest.version == v1
     # nothing but the version, the pointer, the history and the lock file is left behind
     leftovers = {p.name for p in (repo.root / "m").iterdir()} - {v1, CURRENT}
@@ -96,12 +98,17 @@ def test_promote_and_rollback_walk_the_history(repo: ModelRepository):
     assert [e["version"] for e in repo.history("m")] == [v1, v3]
 
 
-def test_rollback_skips_pruned_versions(repo: ModelRepository):
-    v1, _v2, v3 = publish_n(repo, 3)
+def test_prune_keeps_the_rollback_target_and_rollback_skips_deleted_versions(
+    repo: ModelRepository,
+):
+    v1, v2, v3 = publish_n(repo, 3)
     repo.promote("m", v1)
     repo.promote("m", v3)  # history: v1 v2 v3 v1 v3
-    repo.prune("m", keep=1)  # deletes v1 and v2 (v3 is newest and current)
-    assert repo.list_versions("m") == [v3]
+    assert repo.rollback_target("m") == v1
+    # keep=1: v3 is newest and current, v1 is the rollback target (once pruned too)
+    assert repo.prune("m", keep=1) == [v2]
+    assert repo.list_versions("m") == [v1, v3]
+    shutil.rmtree(repo.root / "m" / v1)  # deleted behind the repository's back
     with pytest.raises(RepositoryError, match="no earlier promoted version"):
         repo.rollback("m")
 
@@ -126,7 +133,7 @@ def test_keep_n_never_deletes_current(repo: ModelRepository):
     assert repo.current_version("m") == v1
     assert repo.prune("m", keep=1) == [versions[1]]
     assert repo.list_versions("m") == [v1, versions[2]]
-    assert load_artifact(repo.resolve_current("m")).version == v1
+    assert load_signed(repo.resolve_current("m")).version == v1
 
 
 def test_current_pointer_is_never_missing_while_it_flips(repo: ModelRepository):

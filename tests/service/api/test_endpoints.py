@@ -216,7 +216,7 @@ BAD_BODIES = [
     ),
     (
         {"user_id": 1, "candidates": [{"item_id": 1, "features": {"price": [1]}}], "stage": "fine"},
-        ["body", "candidates", 0, "price"],
+        ["body", "candidates", 0, "features", "price"],
     ),
 ]
 

@@ -98,7 +98,7 @@ def test_service_environment_is_made_of_real_settings(services: dict) -> None:
     known = service_setting_env_names()
     for name, service in services.items():
         for key in _env(service):
-            if key.startswith("ROCKETRANK_"):
+            if key.startswith("ROCKETRANK_") and key != "ROCKETRANK_SIGNING_KEY":
                 assert key in known, f"{name}: {key} is not a service setting"
     env = {k: v for k, v in _env(services["service"]).items() if v is not None}
     settings = settings_from_env(env)
@@ -109,6 +109,8 @@ def test_service_environment_is_made_of_real_settings(services: dict) -> None:
 def test_trainer_environment_is_read_by_its_script(services: dict) -> None:
     defaults = script_defaults(TRAIN_SCRIPT)
     for key in _env(services["trainer"]):
+        if key == "ROCKETRANK_SIGNING_KEY":
+            continue  # read by `rocketrank export` (test_signing_keys_go_to_their_one_reader)
         assert key in defaults, f"trainer sets {key}, which train_and_export.sh never reads"
     targets = {target for _, target in _mounts(services["trainer"])}
     assert {defaults["DATA_DIR"], defaults["RUNS_DIR"], defaults["MODEL_REPO"]} <= targets
@@ -192,3 +194,19 @@ def test_grafana_is_provisioned_with_anonymous_viewers(services: dict) -> None:
     assert (dashboards / "rocketrank.json").is_file()
     home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert (dashboards / Path(home).relative_to(dashboards_target)).is_file()
+
+
+def test_signing_keys_go_to_their_one_reader(services: dict) -> None:
+    keygen = parse_cli(services["keygen"]["entrypoint"][1:] + services["keygen"]["command"])
+    mounts = {name: dict((t, s) for s, t in _mounts(services[name])) for name in services}
+    private_volume = mounts["keygen"][str(keygen.out)]
+    public_volume = mounts["keygen"][str(keygen.public_out)]
+    trainer_key = Path(_env(services["trainer"])["ROCKETRANK_SIGNING_KEY"])
+    assert mounts["trainer"][str(trainer_key.parent)] == private_volume
+    service_key = Path(_env(services["service"])["ROCKETRANK_ARTIFACT_PUBLIC_KEY"])
+    assert mounts["service"][str(service_key.parent)] == public_volume
+    holders = [n for n, m in mounts.items() if private_volume in m.values()]
+    assert sorted(holders) == ["keygen", "trainer"]  # never the service
+    assert "ROCKETRANK_ALLOW_UNSIGNED_ARTIFACTS" not in _env(services["service"])
+    depends = services["trainer"]["depends_on"]["keygen"]["condition"]
+    assert depends == "service_completed_successfully"

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from models.contract.signing import generate_key_pair
 from tests.helpers.deploy import COMPOSE_FILE, ROOT, TRAIN_SCRIPT, parse_cli
 from tests.helpers.service import ServiceProcess, http
 
@@ -60,6 +61,14 @@ def test_compose_pipeline_trains_loads_and_serves(tmp_path: Path, redis_url: str
         "SYNTH_ROWS": "3000",
         "TRAIN_EPOCHS": "1",
     }
+    # keygen: the compose command, its container folders -> the temp volumes
+    keygen = parse_cli(services["keygen"]["entrypoint"][1:] + services["keygen"]["command"])
+    keygen_paths = _volume_paths(compose, "keygen", volumes)
+    private_dir, public_dir = keygen_paths[str(keygen.out)], keygen_paths[str(keygen.public_out)]
+    generate_key_pair(private_dir, public_dir)
+    env["ROCKETRANK_SIGNING_KEY"] = str(
+        trainer_paths[str(Path(env["ROCKETRANK_SIGNING_KEY"]).parent)] / "signing.key"
+    )
     result = subprocess.run(
         ["sh", str(TRAIN_SCRIPT)], env=env, cwd=tmp_path, capture_output=True, text=True,
         timeout=900,
@@ -89,6 +98,10 @@ def test_compose_pipeline_trains_loads_and_serves(tmp_path: Path, redis_url: str
             ROCKETRANK_REPO=str(service_paths[service_env["ROCKETRANK_REPO"]]),
             ROCKETRANK_REDIS_URL=redis_url,
             ROCKETRANK_REDIS_PREFIX=prefix,
+            ROCKETRANK_ARTIFACT_PUBLIC_KEY=str(
+                service_paths[str(Path(service_env["ROCKETRANK_ARTIFACT_PUBLIC_KEY"]).parent)]
+                / "signing.pub"
+            ),
         )
         service = ServiceProcess([], env=service_env)
         try:

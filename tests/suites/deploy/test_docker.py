@@ -34,7 +34,8 @@ DOCKERFILES = {
     "service": DOCKER / "Dockerfile.service",
     "trainer": DOCKER / "Dockerfile.trainer",
 }
-CPU_INDEX = "--index-url https://download.pytorch.org/whl/cpu"
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+EXTRAS = {"service": "serve", "trainer": "train"}
 
 
 def _instructions(image: str):
@@ -84,9 +85,36 @@ def test_trainer_image_states_that_a_batch_job_has_no_probe() -> None:
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))
 def test_torch_is_the_cpu_build_at_the_project_pin(image: str) -> None:
     makefile = (ROOT / "Makefile").read_text()
-    pin = re.search(r"^TORCH_PIN := (\S+)$", makefile, re.MULTILINE).group(1)
+    version = re.search(r"^TORCH_VERSION := (\S+)$", makefile, re.MULTILINE).group(1)
+    index = re.search(r"^TORCH_CPU_INDEX := (\S+)$", makefile, re.MULTILINE).group(1)
+    assert index == CPU_INDEX
     runs = [i.args for i in _instructions(image) if i.keyword == "RUN" and "torch" in i.args]
-    assert runs == [f"pip install {pin} {CPU_INDEX}"]
+    assert runs == [
+        f"pip install -c constraints.txt --extra-index-url {CPU_INDEX} torch=={version}+cpu"
+    ]
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_every_pip_install_is_pinned_by_constraints(image: str) -> None:
+    """Images install the versions the tests ran with, not whatever is newest at build."""
+    instructions = _instructions(image)
+    installs = [i.args for i in instructions if i.keyword == "RUN" and "pip install" in i.args]
+    assert installs
+    for command in installs:
+        assert "-c constraints.txt" in command, command
+    copied = [i.args.split()[:-1] for i in instructions if i.keyword == "COPY"]
+    assert ["constraints.txt"] in copied
+    first_copy = next(n for n, i in enumerate(instructions) if i.args.startswith("constraints"))
+    first_install = next(n for n, i in enumerate(instructions) if "pip install" in i.args)
+    assert first_copy < first_install
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_image_installs_only_its_extra(image: str) -> None:
+    runs = [i.args for i in _instructions(image) if i.keyword == "RUN" and "install" in i.args]
+    project = [r for r in runs if "torch" not in r]
+    assert len(project) == 1
+    assert f"pip install -c constraints.txt '.[{EXTRAS[image]}]'" in project[0]
 
 
 @pytest.mark.parametrize("image", sorted(DOCKERFILES))

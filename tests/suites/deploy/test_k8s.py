@@ -175,6 +175,8 @@ def test_training_cronjob_runs_the_trainer_image_as_non_root() -> None:
     assert container["image"].startswith("rocketrank-trainer:")
     defaults = script_defaults(TRAIN_SCRIPT)
     for item in container["env"]:
+        if item["name"] == "ROCKETRANK_SIGNING_KEY":
+            continue  # read by `rocketrank export` itself (tests below)
         assert item["name"] in defaults, f"{item['name']} is not read by train_and_export.sh"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {defaults["DATA_DIR"], defaults["RUNS_DIR"], defaults["MODEL_REPO"]} <= mounts
@@ -209,3 +211,115 @@ def test_kubernetes_prometheus_config_keeps_the_job_the_dashboard_uses(tmp_path:
     checked.write_text(yaml.safe_dump(config))
     result = run_tool(promtool, "check", "config", str(checked))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- signing and the one writer
+
+ROLLBACK_JOB = K8S / "rollback" / "rollback-job.yaml"
+
+
+def _rollback_job() -> dict:
+    return yaml.safe_load(ROLLBACK_JOB.read_text())
+
+
+def _models_claim(spec: dict) -> str | None:
+    for volume in spec["volumes"]:
+        if "persistentVolumeClaim" in volume and volume["name"] == "models":
+            return volume["persistentVolumeClaim"]["claimName"]
+    return None
+
+
+def _secrets(spec: dict) -> dict[str, dict]:
+    return {v["name"]: v["secret"] for v in spec["volumes"] if "secret" in v}
+
+
+def test_only_the_trainer_and_the_rollback_job_write_the_model_volume() -> None:
+    claim = _models_claim(_pod_spec("Deployment"))
+    writers = []
+    pods = [("CronJob", _pod_spec("CronJob")), ("Deployment", _pod_spec("Deployment"))]
+    pods.append(("rollback Job", _rollback_job()["spec"]["template"]["spec"]))
+    for kind, spec in pods:
+        if _models_claim(spec) != claim:
+            continue
+        volume = next(v for v in spec["volumes"] if v["name"] == "models")
+        for container in spec["containers"]:
+            for mount in container["volumeMounts"]:
+                if mount["name"] == "models" and not (
+                    mount.get("readOnly") or volume["persistentVolumeClaim"].get("readOnly")
+                ):
+                    writers.append(kind)
+    assert writers == ["CronJob", "rollback Job"]
+
+
+def test_the_service_gets_the_public_key_and_the_trainer_the_private_one() -> None:
+    service = _pod_spec("Deployment")
+    (container,) = service["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert "ROCKETRANK_ALLOW_UNSIGNED_ARTIFACTS" not in env  # shipped: unsigned refused
+    key_path = Path(env["ROCKETRANK_ARTIFACT_PUBLIC_KEY"])
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    secret = _secrets(service)["artifact-public-key"]
+    assert mounts["artifact-public-key"]["mountPath"] == str(key_path.parent)
+    assert mounts["artifact-public-key"]["readOnly"] is True
+    assert [i["path"] for i in secret["items"]] == [key_path.name] == ["signing.pub"]
+    assert settings_from_env(
+        {"ROCKETRANK_REPO": "/models", "ROCKETRANK_FEATURES_DIR": "/data", **{
+            k: v for k, v in env.items() if k == "ROCKETRANK_ARTIFACT_PUBLIC_KEY"
+        }}
+    ).artifact_public_key == key_path  # fmt: skip
+    assert all(i["key"] != "signing.key" for s in _secrets(service).values() for i in s["items"])
+
+    trainer = _pod_spec("CronJob")
+    (job,) = trainer["containers"]
+    env = {e["name"]: e.get("value") for e in job["env"]}
+    key = Path(env["ROCKETRANK_SIGNING_KEY"])
+    secret = _secrets(trainer)["signing-key"]
+    assert secret["secretName"] != _secrets(service)["artifact-public-key"]["secretName"]
+    assert secret["defaultMode"] == 0o400 and [i["path"] for i in secret["items"]] == [key.name]
+    mount = next(m for m in job["volumeMounts"] if m["name"] == "signing-key")
+    assert mount["mountPath"] == str(key.parent) and mount["readOnly"] is True
+    from models.contract.signing import SIGNING_KEY_ENV
+
+    assert SIGNING_KEY_ENV == "ROCKETRANK_SIGNING_KEY"  # the variable `rocketrank export` reads
+
+
+def test_rollback_job_is_a_valid_all_or_nothing_writer_with_expected_versions() -> None:
+    job = _rollback_job()
+    assert k8s_errors(job) == []
+    spec = job["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    (container,) = spec["containers"]
+    assert container["image"] == _pod_spec("CronJob")["containers"][0]["image"]
+    args = parse_cli_rollback(container["command"] + container["args"])
+    assert args.name == ["coarse", "fine"]
+    assert sorted(e.split("=")[0] for e in args.expect_current) == ["coarse", "fine"]
+    assert _models_claim(spec) == _models_claim(_pod_spec("Deployment"))
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert not any("rollback" in r for r in kustomization["resources"])  # on demand only
+
+
+def parse_cli_rollback(argv: list[str]):
+    import argparse
+
+    from training.commands import model_versions
+
+    assert argv[:3] == ["rocketrank", "models", "rollback"]
+    parser = argparse.ArgumentParser()
+    model_versions.add_arguments_for("models rollback", parser)
+    return parser.parse_args(argv[3:])
+
+
+def test_rollback_job_placeholders_move_nothing(tmp_path) -> None:
+    from models.contract.repository import ModelRepository
+    from rocketrank.cli import main as cli
+    from tests.helpers.export import tiny_writer
+
+    repo = ModelRepository(tmp_path / "repo")
+    for name in ("coarse", "fine"):
+        for seed in range(2):
+            repo.publish(name, tiny_writer(name, seed=seed))
+    before = {n: repo.current_version(n) for n in ("coarse", "fine")}
+    (container,) = _rollback_job()["spec"]["template"]["spec"]["containers"]
+    args = [a if a != "/models" else str(repo.root) for a in container["args"]]
+    assert cli(args) == 1  # EXPECTED-... is not a version name
+    assert {n: repo.current_version(n) for n in ("coarse", "fine")} == before

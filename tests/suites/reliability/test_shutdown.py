@@ -67,7 +67,8 @@ def test_sigterm_under_load_fails_readiness_first_and_finishes_in_flight(world, 
     does the listener close."""
     server = rf.LoggedService(
         ["--repo", str(world["repo"]), "--features", str(world["data"])],
-        env={"ROCKETRANK_SHUTDOWN_DELAY_S": str(delay_s)},
+        # the in-flight body is completed after the drain: beyond the default body deadline
+        env={"ROCKETRANK_SHUTDOWN_DELAY_S": str(delay_s), "ROCKETRANK_BODY_TIMEOUT_S": "30"},
     )
     try:
         server.wait_ready(timeout=120)

@@ -1,22 +1,42 @@
-"""Ablation runner: every applicable variant, one report row each, shared data."""
+"""Ablation runner and report: every applicable variant over seeds, numbers from stored scores."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 
+import numpy as np
 import pytest
 
+from models.provenance import json_safe
 from tests.helpers.trainer import tiny_config, write_tiny_data
-from training.ablate.report import add_gap_closed, format_markdown
+from training.ablate.report import ONE_SEED_NOTE, format_markdown, format_runs
 from training.ablate.run import run_ablation
-from training.ablate.variants import VARIANTS, applicable_variants, variant_config
+from training.ablate.runs import SCORES_FILE, RunScores
+from training.ablate.stats import (
+    auc_interval,
+    describe_gain,
+    mean_ci,
+    paired_difference,
+    weighted_auc,
+)
+from training.ablate.variants import VARIANTS, applicable_variants
 from training.data.prepare import prepare_data
-from training.distill import Hint, Variant
+from training.distill import Variant
 from training.loop.trainer import TrainingError, TrainOptions
 
 QUIET = TrainOptions(progress=False, threads=1, checkpoint_every=0)
+
+
+def assert_same_stat(stored, computed):
+    """A report.json statistic equals a stats result (NaN stored as null, lists as lists)."""
+    expected = json_safe(computed.to_dict())
+    assert stored.keys() == expected.keys()
+    for key, value in expected.items():
+        if isinstance(value, float | list):
+            assert stored[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+        else:
+            assert stored[key] == value, key
 
 
 @pytest.fixture(scope="module")
@@ -25,54 +45,131 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_ablation_writes_a_row_for_every_applicable_variant(data_dir, tmp_path):
+def test_one_seed_writes_a_row_for_every_applicable_variant(data_dir, tmp_path):
     cfg = tiny_config("rocket", epochs=1, batch_size=512)
     data = prepare_data(data_dir, cfg)
-    rows = run_ablation(cfg, data, tmp_path / "abl", QUIET)
-    assert [r["variant"] for r in rows] == [v.value for v in VARIANTS]  # ctr has privileged
-    report = json.loads((tmp_path / "abl" / "report.json").read_text())
-    assert [r["variant"] for r in report] == [v.value for v in VARIANTS]
-    by = {r["variant"]: r for r in report}
-    for row in report:
-        assert {"variant", "light", "booster", "gap_closed_auc", "train_seconds"} <= set(row)
-        assert row["train_seconds"] > 0
-        assert (tmp_path / "abl" / row["variant"] / "metrics.json").exists()
-    assert by["light_alone"]["booster"] is None and by["booster_alone"]["light"] is None
-    assert by["light_alone"]["gap_closed_auc"] is None
-    # two-stage KD distils the booster_alone teacher and pays for training it
-    assert by["two_stage_kd"]["booster"]["auc"] == pytest.approx(
-        by["booster_alone"]["booster"]["auc"]
+    report = run_ablation(cfg, data, tmp_path / "abl", QUIET, n_boot=200)
+    names = [v.value for v in VARIANTS]  # ctr has privileged features: every variant applies
+    assert [r["variant"] for r in report["rows"]] == names
+    stored = json.loads((tmp_path / "abl" / "report.json").read_text())
+    assert stored == report and stored["seeds"] == [0]
+    by = {r["variant"]: r for r in stored["rows"]}
+    for name in names:
+        run_dir = tmp_path / "abl" / name / "seed0"
+        assert (run_dir / "metrics.json").exists() and (run_dir / SCORES_FILE).exists()
+    assert by["light_alone"]["booster_auc"] is None and by["booster_alone"]["light_auc"] is None
+    assert by["light_alone"]["delta_vs_light_alone"] is None
+    # one seed: no t-interval over seeds, but a bootstrap interval over requests
+    assert by["rocket"]["light_auc"]["low"] is None
+    boot = by["rocket"]["light_auc_bootstrap"]
+    assert boot["low"] < boot["mean"] < boot["high"]
+    delta = by["rocket"]["delta_vs_light_alone"]
+    assert delta["low"] <= delta["mean"] <= delta["high"] and delta["n_seeds"] == 1
+    # two-stage KD distils the booster_alone teacher of the same seed and pays for it
+    assert by["two_stage_kd"]["booster_auc"]["mean"] == pytest.approx(
+        by["booster_alone"]["booster_auc"]["mean"]
     )
     assert by["two_stage_kd"]["train_seconds"] > by["booster_alone"]["train_seconds"]
-    # gap closed follows its definition
-    base = by["light_alone"]["light"]["auc"]
-    for name in ("two_stage_kd", "rocket", "rocket_no_gradient_block", "pfd", "pfd_md"):
-        row = by[name]
-        if row["booster"]["auc"] > base:
-            expected = (row["light"]["auc"] - base) / (row["booster"]["auc"] - base)
-            assert row["gap_closed_auc"] == pytest.approx(expected), name
-        else:  # no gap to close
-            assert row["gap_closed_auc"] is None, name
     # PFD's teacher has the student's size, PFD+MD the config's booster
     assert by["pfd"]["params"]["booster"] < by["pfd_md"]["params"]["booster"]
     md = (tmp_path / "abl" / "report.md").read_text()
-    for v in VARIANTS:
-        assert f"| {v.value} |" in md
+    assert ONE_SEED_NOTE in md
+    for name in names:
+        assert f"| {name} |" in md
     assert (tmp_path / "abl" / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow
-def test_subset_and_reuse_of_finished_runs(data_dir, tmp_path):
+def test_report_numbers_are_the_stats_of_the_stored_scores(data_dir, tmp_path):
+    cfg = tiny_config("rocket", epochs=1, batch_size=512)
+    data = prepare_data(data_dir, cfg)
+    out = tmp_path / "abl"
+    overrides = {Variant.ROCKET: {"distill": {"lambda": 0.25}}}
+    report = run_ablation(
+        cfg,
+        data,
+        out,
+        QUIET,
+        variants=["light_alone", "two_stage_kd", "rocket"],
+        seeds=2,
+        overrides=overrides,
+        n_boot=300,
+        bootstrap_seed=5,
+    )
+    # two_stage_kd trained its teacher per seed, but only the asked-for rows are reported
+    assert [r["variant"] for r in report["rows"]] == ["light_alone", "two_stage_kd", "rocket"]
+    assert report["seeds"] == [0, 1]
+    scores = {
+        v: [RunScores.load(out / v / f"seed{s}" / SCORES_FILE) for s in (0, 1)]
+        for v in ("light_alone", "two_stage_kd", "rocket", "booster_alone")
+    }
+    label, group = scores["light_alone"][0].label, scores["light_alone"][0].group
+    for runs in scores.values():  # every run scored the same test rows
+        for r in runs:
+            assert np.array_equal(r.label, label) and np.array_equal(r.group, group)
+    assert np.array_equal(group, data.test.group.numpy())
+    by = {r["variant"]: r for r in report["rows"]}
+    base = [s.light for s in scores["light_alone"]]
+    for name in ("light_alone", "two_stage_kd", "rocket"):
+        light = [s.light for s in scores[name]]
+        per_seed = [weighted_auc(label, z) for z in light]
+        # the stored logits give the trainer's own test AUC of each run
+        for s, value in enumerate(per_seed):
+            metrics = json.loads((out / name / f"seed{s}" / "metrics.json").read_text())
+            assert value == pytest.approx(metrics["light"]["auc"], abs=1e-12)
+        assert_same_stat(by[name]["light_auc"], mean_ci(per_seed))
+        assert_same_stat(
+            by[name]["light_auc_bootstrap"], auc_interval(label, group, light, n_boot=300, seed=5)
+        )
+        if name != "light_alone":
+            expected = paired_difference(label, group, base, light, n_boot=300, seed=5)
+            assert_same_stat(by[name]["delta_vs_light_alone"], expected)
+            teacher = np.mean([weighted_auc(label, s.booster) for s in scores[name]])
+            base_mean = np.mean([weighted_auc(label, z) for z in base])
+            gap = by[name]["gap_closed_auc"]
+            if teacher > base_mean:
+                assert gap == pytest.approx((np.mean(per_seed) - base_mean) / (teacher - base_mean))
+            else:
+                assert gap is None
+            assert describe_gain(expected) in (out / "report.md").read_text()
+    # two-stage KD's teacher is the booster_alone run of the same seed
+    for s in (0, 1):
+        np.testing.assert_array_equal(
+            scores["two_stage_kd"][s].booster, scores["booster_alone"][s].booster
+        )
+    # the seed and the per-variant override reached the run configs
+    rocket1 = json.loads((out / "rocket" / "seed1" / "config.json").read_text())
+    assert rocket1["seed"] == 1 and rocket1["distill"]["lambda"] == 0.25
+    light1 = json.loads((out / "light_alone" / "seed1" / "config.json").read_text())
+    assert light1["seed"] == 1 and light1["distill"]["lambda"] is None
+    assert report["variant_overrides"] == {"rocket": {"distill": {"lambda": 0.25}}}
+
+
+@pytest.mark.slow
+def test_reuse_keeps_a_matching_run_and_refuses_another_config(data_dir, tmp_path):
     cfg = tiny_config("rocket", epochs=1, batch_size=1024)
     data = prepare_data(data_dir, cfg, max_rows=1500)
-    rows = run_ablation(cfg, data, tmp_path / "abl", QUIET, variants=["light_alone", "rocket"])
-    assert [r["variant"] for r in rows] == ["light_alone", "rocket"]
-    before = (tmp_path / "abl" / "rocket" / "model.pt").stat().st_mtime_ns
+    out = tmp_path / "abl"
+    first = run_ablation(cfg, data, out, QUIET, variants=["light_alone", "rocket"], n_boot=50)
+    model = out / "rocket" / "seed0" / "model.pt"
+    before = model.stat().st_mtime_ns
     again = run_ablation(
-        cfg, data, tmp_path / "abl", QUIET, variants=["light_alone", "rocket"], reuse_finished=True
+        cfg, data, out, QUIET, variants=["light_alone", "rocket"], reuse_finished=True, n_boot=50
     )
-    assert (tmp_path / "abl" / "rocket" / "model.pt").stat().st_mtime_ns == before
-    assert again[1]["light"]["auc"] == pytest.approx(rows[1]["light"]["auc"])
+    assert model.stat().st_mtime_ns == before
+    assert again["rows"] == [
+        {**row, "runs": [{**r, "reused": True} for r in row["runs"]]} for row in first["rows"]
+    ]
+    changed = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr_dense=0.01))
+    with pytest.raises(TrainingError, match=r"optim\.lr_dense \(0\.003 → 0\.01\)"):
+        run_ablation(
+            changed, data, out, QUIET, variants=["light_alone"], reuse_finished=True, n_boot=50
+        )
+    smaller = prepare_data(data_dir, cfg, max_rows=1000)
+    with pytest.raises(TrainingError, match="train_rows"):
+        run_ablation(
+            cfg, smaller, out, QUIET, variants=["light_alone"], reuse_finished=True, n_boot=50
+        )
 
 
 def test_pfd_variants_need_privileged_features(data_dir):
@@ -90,52 +187,61 @@ def test_pfd_variants_need_privileged_features(data_dir):
         run_ablation(cfg, data, "/nonexistent-never-written", QUIET, variants=["pfd"])
 
 
-def test_variant_configs_keep_the_family_settings():
-    rocket = tiny_config("rocket", distill={"lambda": 0.3})
-    assert variant_config(rocket, Variant.ROCKET_NO_GRADIENT_BLOCK).distill.resolved_lambda == 0.3
-    assert (
-        not variant_config(rocket, Variant.ROCKET_NO_GRADIENT_BLOCK)
-        .distill.settings(10)
-        .gradient_block
-    )
-    pfd = variant_config(rocket, Variant.PFD)
-    assert pfd.distill.resolved_hint is Hint.SOFT_BCE and pfd.distill.resolved_lambda == 0.5
-    assert pfd.model.booster == "mlp" and pfd.model.booster_dims == rocket.model.light_dims
-    assert variant_config(rocket, Variant.PFD_MD).model == rocket.model
-    assert variant_config(rocket, Variant.LIGHT_ALONE).distill.resolved_hint is Hint.OFF
+def test_an_ablation_without_a_test_split_is_refused(data_dir, tmp_path):
+    cfg = tiny_config("rocket")
+    data = dataclasses.replace(prepare_data(data_dir, cfg, max_rows=500), test=None)
+    with pytest.raises(TrainingError, match="test split"):
+        run_ablation(cfg, data, tmp_path / "abl", QUIET, variants=["light_alone"])
 
 
-def test_markdown_marks_missing_values():
-    row = {
-        "variant": "light_alone",
-        "light": {"auc": 0.7, "gauc": math.nan},
-        "booster": None,
+def _row(variant, light=None, booster=None, delta=None):
+    stat = {"mean": light, "low": None, "high": None} if light is not None else None
+    return {
+        "variant": variant,
+        "settings": "labels only",
+        "light_auc": stat,
+        "light_auc_bootstrap": None,
+        "booster_auc": {"mean": booster, "low": None, "high": None} if booster else None,
+        "delta_vs_light_alone": delta,
         "gap_closed_auc": None,
+        "light": {"auc": light, "gauc": None} if light is not None else None,
+        "booster": None,
         "train_seconds": 1.0,
         "params": {"light": 1000, "booster": 2_000_000},
         "flops_per_candidate": {"light": 10, "booster": 3e9},
+        "runs": [{"best_epoch": 0}],
     }
-    md = format_markdown([row])
-    assert "| light_alone | 0.7000 | +0.0000 | – |" in md
-    assert "2.0M" in md and "3.0G" in md
 
 
-def test_gap_closed_is_set_only_where_there_is_a_gap():
-    def row(variant, light, booster):
-        light_m = None if light is None else {"auc": light}
-        booster_m = None if booster is None else {"auc": booster}
-        return {"variant": variant, "light": light_m, "booster": booster_m}
+def test_markdown_marks_missing_values_and_an_interval_that_includes_zero():
+    delta = {
+        "mean": 0.002,
+        "low": -0.001,
+        "high": 0.005,
+        "p_value_two_sided": 0.3,
+        "per_seed": [0.002, 0.002],
+    }
+    report = {
+        "seeds": [0, 1],
+        "bootstrap": {"n_boot": 100},
+        "rows": [_row("light_alone", 0.7), _row("rocket", 0.702, 0.75, delta)],
+    }
+    md = format_markdown(report)
+    assert "| light_alone | labels only | 0.7000 | – | – | – | – | – | – |" in md
+    assert "+0.0020 [-0.0010, +0.0050] (interval includes 0) | 0.300 |" in md
+    assert ONE_SEED_NOTE not in md
+    runs = format_runs(report["rows"])
+    assert "2.0M" in runs and "3.0G" in runs
+    one_seed = {**report, "seeds": [0]}
+    assert ONE_SEED_NOTE in format_markdown(one_seed)
 
-    rows = [
-        row("light_alone", 0.70, None),
-        row("booster_alone", None, 0.80),
-        row("rocket", 0.72, 0.78),
-        row("rocket_no_gradient_block", 0.69, 0.68),  # teacher worse than the baseline
-        row("two_stage_kd", 0.75, 0.80),
-    ]
-    add_gap_closed(rows)
-    gaps = {r["variant"]: r["gap_closed_auc"] for r in rows}
-    assert gaps["light_alone"] is None and gaps["booster_alone"] is None
-    assert gaps["rocket"] == pytest.approx(0.25)
-    assert gaps["two_stage_kd"] == pytest.approx(0.5)
-    assert gaps["rocket_no_gradient_block"] is None
+
+def test_a_p_value_of_zero_reads_as_below_the_resolution():
+    delta = {"mean": 0.01, "low": 0.005, "high": 0.02, "p_value_two_sided": 0.0, "per_seed": []}
+    report = {
+        "seeds": [0, 1, 2],
+        "bootstrap": {"n_boot": 1000},
+        "rows": [_row("light_alone", 0.7), _row("pfd", 0.71, 0.75, delta)],
+    }
+    md = format_markdown(report)
+    assert "+0.0100 [+0.0050, +0.0200] | < 0.002 |" in md

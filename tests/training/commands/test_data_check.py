@@ -43,8 +43,10 @@ def test_dropped_required_column_fails_and_every_problem_is_listed(
     test.loc[3, "click"] = 5
     root = write_data_dir(tmp_path, fmt="csv", frames={"valid": valid, "test": test})
     code = main(["data", "check", "--data", str(root), "--task", "ctr"])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.err
     assert code == 1
+    assert "schema" in captured.out and "FAILED" not in captured.out  # the summary stays on stdout
     assert "FAILED: 2 problem(s)" in out
     assert "[valid.price] required column is missing" in out
     assert "[test.click] labels must be 0 or 1" in out
@@ -55,10 +57,10 @@ def test_unknown_task_and_unusable_schema(
 ) -> None:
     root = write_data_dir(tmp_path / "d")
     assert main(["data", "check", "--data", str(root), "--task", "ltv"]) == 1
-    assert "unknown task 'ltv'" in capsys.readouterr().out
+    assert "unknown task 'ltv'" in capsys.readouterr().err
     (root / "schema.yaml").write_text("ids: {user: user_id}\nbogus: 1\n")
     assert main(["data", "check", "--data", str(root)]) == 2
-    assert "unknown key(s) ['bogus']" in capsys.readouterr().out
+    assert "unknown key(s) ['bogus']" in capsys.readouterr().err
     assert main(["data", "check", "--data", str(tmp_path / "absent")]) == 2
 
 
@@ -74,4 +76,4 @@ def test_command_line_entry_point(tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "[test.user_id] required column is missing" in proc.stdout
+    assert "[test.user_id] required column is missing" in proc.stderr

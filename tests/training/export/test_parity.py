@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from models.contract.artifact import load_artifact
 from rocketrank.cli import main as cli
 from tests.helpers.export import (
     ITEM_FEATURES,
@@ -23,6 +22,7 @@ from tests.helpers.export import (
     write_items,
     write_run_dir,
 )
+from tests.helpers.signing import load_signed
 from training.export.export import ExportError, ExportOptions, export_run
 from training.export.graph import Int8Embedding, fold_batchnorm, prepare_scorer, to_torchscript
 from training.export.int8 import int8_plans
@@ -44,7 +44,7 @@ def _raw_rows(rows: int = 500) -> dict[str, np.ndarray]:
 def test_fp32_export_scores_equal_the_trained_light_net(tmp_path, items, kind):
     run = make_run(tmp_path, kind)
     result = export_run(run, tmp_path / "repo", kind, ExportOptions(items=items))
-    artifact = load_artifact(result.path)
+    artifact = load_signed(result.path)
     raw = _raw_rows()
     with torch.no_grad():
         trained = run.model(encoded(run.encoder, raw))
@@ -58,7 +58,7 @@ def test_fp32_export_scores_equal_the_trained_light_net(tmp_path, items, kind):
 
 def test_two_tower_item_vectors_reproduce_the_logits(tmp_path, items):
     run = make_run(tmp_path, "two_tower")
-    artifact = load_artifact(
+    artifact = load_signed(
         export_run(run, tmp_path / "repo", "coarse", ExportOptions(items=items)).path
     )
     catalogue = item_columns()
@@ -89,7 +89,7 @@ def test_int8_export_is_within_tolerance_of_the_trained_net(tmp_path, items, kin
     run = make_run(tmp_path, kind)
     options = ExportOptions(quantize="int8", items=items, int8_min_rows=0)  # every table int8
     result = export_run(run, tmp_path / "repo", kind, options)
-    artifact = load_artifact(result.path)
+    artifact = load_signed(result.path)
     assert artifact.manifest.quantization == "int8"
     raw = _raw_rows(2000)
     with torch.no_grad():
@@ -204,8 +204,8 @@ def test_export_cli_from_a_run_directory(tmp_path, items, capsys):
     out = capsys.readouterr().out
     assert "exported coarse/" in out and "parity on" in out
     versions = sorted(p.name for p in (repo / "coarse").iterdir() if p.name[0].isdigit())
-    assert len(versions) == 1  # --keep 1 pruned the first
-    artifact = load_artifact(repo / "coarse" / "current")
+    assert len(versions) == 2  # --keep 1 keeps the first too: it is the rollback target
+    artifact = load_signed(repo / "coarse" / "current")
     assert artifact.manifest.quantization == "int8" and artifact.manifest.stage == "coarse"
     # a two-tower run without a catalogue is refused with a clear message
     assert cli(argv) == 1
@@ -214,7 +214,7 @@ def test_export_cli_from_a_run_directory(tmp_path, items, capsys):
 
 def test_int8_two_tower_stores_8bit_item_vectors_and_loads_them_as_float(tmp_path, items):
     run = make_run(tmp_path, "two_tower")
-    fp32 = load_artifact(
+    fp32 = load_signed(
         export_run(run, tmp_path / "repo", "coarse", ExportOptions(items=items)).path
     )
     # tables of >= 1024 rows only (none here) and fp32 Linear weights: the item tower
@@ -226,7 +226,7 @@ def test_int8_two_tower_stores_8bit_item_vectors_and_loads_them_as_float(tmp_pat
     assert np.load(result.path / "item_vectors.npy").dtype == np.int8
     qparams = np.load(result.path / "item_vector_qparams.npy")
     assert qparams.dtype == np.float16 and qparams.shape == (len(fp32.item_ids), 1)
-    int8 = load_artifact(result.path)
+    int8 = load_signed(result.path)
     assert int8.item_vectors.dtype == np.float32
     assert np.array_equal(int8.item_ids, fp32.item_ids)
     half_step = qparams[:, :1].astype(np.float32) / 2
@@ -236,7 +236,7 @@ def test_int8_two_tower_stores_8bit_item_vectors_and_loads_them_as_float(tmp_pat
 
 def test_mlp_serving_a_cross_feature_lists_it_under_cross(tmp_path):
     run = make_run(tmp_path, "mlp", served=[*SERVED, "user_cat_clicks"], privileged=["dwell"])
-    artifact = load_artifact(export_run(run, tmp_path / "repo", "fine").path)
+    artifact = load_signed(export_run(run, tmp_path / "repo", "fine").path)
     assert artifact.manifest.features["cross"] == ["user_cat_clicks"]
     assert "user_cat_clicks" in artifact.encoder.specs and "dwell" not in artifact.encoder.specs
     raw = _raw_rows(100)
@@ -272,6 +272,6 @@ def test_int8_falls_back_plan_by_plan_until_parity_holds(tmp_path, items):
     assert result.parity["max_abs_diff"] <= 1e-2
     stored = np.load(result.path / "item_vectors.npy")
     assert stored.dtype == np.float16 and "item_vector_qparams.npy" not in result.manifest.files
-    artifact = load_artifact(result.path)
+    artifact = load_signed(result.path)
     assert artifact.item_vectors.dtype == np.float32
     assert np.array_equal(artifact.item_vectors, stored.astype(np.float32))

@@ -1,0 +1,71 @@
+"""uvicorn's httptools protocol with a header read deadline.
+
+uvicorn arms its keep-alive timer only after a response, so a client that opens a
+connection and sends its request line and headers slowly (or never) holds the
+connection indefinitely. This protocol closes a connection whose request headers
+are not complete within ``header_timeout_s`` of the connection opening or of the
+request's first byte. The body has its own deadline in the rank endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.settings import ENV_PREFIX, Settings
+
+
+def header_timeout_s() -> float:
+    """``ROCKETRANK_HEADER_TIMEOUT_S`` (the setting's default when unset).
+
+    Read from the environment because uvicorn builds the protocol in each worker
+    process from an import string; ``rocketrank serve`` validated the value already.
+    """
+    value = os.environ.get(ENV_PREFIX + "HEADER_TIMEOUT_S")
+    return float(value) if value else float(Settings.model_fields["header_timeout_s"].default)
+
+
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    """:class:`HttpToolsProtocol` closing connections whose headers arrive too slowly."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout_s = header_timeout_s()
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _expired(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+#: uvicorn's ``http`` option (an import string: worker processes import it themselves)
+PROTOCOL = "service.api.protocol:HeaderDeadlineProtocol"
