@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, help="JSON file to write")
     parser.add_argument(
+        "--allow-unsigned", action="store_true", help="load artifacts without a signature"
+    )
+    parser.add_argument(
         "--parse-only", action="store_true", help="time only the body -> query parsing step"
     )
     args = parser.parse_args(argv)
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         coarse_model="" if args.stage == "fine" else "coarse",
         reload_interval_s=0,
         item_refresh_s=0,
+        allow_unsigned_artifacts=args.allow_unsigned,
     )
     base = build_workload(args.features, args.stage, candidates=args.candidates, n_requests=32)
     workloads = {name: base.with_body(name) for name in BODY_FORMATS}
