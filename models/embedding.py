@@ -17,7 +17,9 @@ Encoded inputs (see ``models/contract/features.py``), batch of B rows:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +28,32 @@ from models.contract.features import PAD_INDEX, FeatureSpec
 
 BOOSTER = "booster"
 LIGHT = "light"
+
+
+def derived_seed(seed: int, *parts: str) -> int:
+    """A stable seed for one sub-network: sha256 of ``seed`` and ``parts``, 63 bits.
+
+    Not Python's ``hash`` (salted per process): the same ``(seed, parts)`` gives
+    the same value in every process and on every machine.
+    """
+    digest = hashlib.sha256("/".join([str(int(seed)), *parts]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int | None, *parts: str) -> Iterator[None]:
+    """Build modules inside from their own RNG stream ``derived_seed(seed, *parts)``.
+
+    The global torch RNG is forked and restored, so what is built inside neither
+    reads nor advances the stream the caller sees. ``seed=None``: no-op (the
+    modules draw from the global stream, the behaviour before per-net seeding).
+    """
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed(seed, *parts))
+        yield
 
 
 class CategoricalEmbedding(nn.Module):
@@ -190,6 +218,10 @@ class EmbeddingCollection(nn.Module):
             rows of a small table anyway, so coalescing its sparse gradient and
             the sparse optimiser's row gathers cost more than a dense update of
             the whole (tiny) table. 0 = every table sparse.
+        init_seed: initialise each table from its own stream
+            ``derived_seed(init_seed, "table", net, name)`` (``net`` "light" for
+            ``tables``, "booster" for ``booster_tables``), so a table's initial
+            values do not depend on which other tables exist; None = global stream.
     """
 
     def __init__(
@@ -200,6 +232,7 @@ class EmbeddingCollection(nn.Module):
         separate: Iterable[str] = (),
         sparse: bool = False,
         sparse_min_rows: int = 0,
+        init_seed: int | None = None,
     ) -> None:
         super().__init__()
         if sparse_min_rows < 0:
@@ -226,9 +259,11 @@ class EmbeddingCollection(nn.Module):
             if dim <= 0:
                 raise ValueError(f"feature {name!r}: embedding dim must be > 0, got {dim}")
             table_sparse = sparse and rows >= sparse_min_rows
-            self.tables[name] = _table(rows, dim, table_sparse)
+            with seeded_init(init_seed, "table", LIGHT, name):
+                self.tables[name] = _table(rows, dim, table_sparse)
             if name in self.separate:
-                self.booster_tables[name] = _table(rows, dim, table_sparse)
+                with seeded_init(init_seed, "table", BOOSTER, name):
+                    self.booster_tables[name] = _table(rows, dim, table_sparse)
 
     def table_for(self, name: str, net: str) -> nn.Embedding:
         """The table ``net`` ("booster" or "light") reads for feature ``name``."""
@@ -294,4 +329,6 @@ __all__ = [
     "EmbeddingCollection",
     "FeatureView",
     "NumericPassthrough",
+    "derived_seed",
+    "seeded_init",
 ]

@@ -35,6 +35,7 @@ from models.embedding import (
     BagEmbedding,
     CategoricalEmbedding,
     EmbeddingCollection,
+    seeded_init,
 )
 from models.light import MLPLight, MLPScorer, TwoTower, TwoTowerScorer
 
@@ -136,13 +137,21 @@ class JointModel(nn.Module):
 
     Args:
         args: see :class:`JointModelArgs`.
+        init_seed: seed each sub-network on its own (``models.embedding.seeded_init``):
+            every table from ``(init_seed, "table", net, name)``, the booster from
+            ``(init_seed, "booster")``, the light net from ``(init_seed, "light")``,
+            the hint projection from ``(init_seed, "hint_projection")``. Changing the
+            booster (or the privileged features) then leaves the light net's and its
+            tables' initial weights bit-identical, and building the model does not
+            advance the global torch RNG. None: everything draws from the global
+            stream in construction order (models rebuilt to load weights into).
 
     Raises:
         ValueError: naming the problem (unknown feature, a cross-side feature
             served by a two-tower net, an empty tower, ...).
     """
 
-    def __init__(self, args: JointModelArgs) -> None:
+    def __init__(self, args: JointModelArgs, init_seed: int | None = None) -> None:
         super().__init__()
         self.args = args
         specs = {d["name"]: FeatureSpec.from_dict(d) for d in args.features}
@@ -170,24 +179,13 @@ class JointModel(nn.Module):
             separate=args.separate_tables,
             sparse=args.sparse,
             sparse_min_rows=args.sparse_min_rows,
+            init_seed=init_seed,
         )
 
         # SparseArch views: booster reads served + privileged, light reads served.
         self.booster_input = self.embeddings.view(served + privileged, BOOSTER)
-        if args.booster_kind == "mlp":
-            self.booster: nn.Module = MLPBooster(
-                self.booster_input.dim, args.booster_dims, norm=args.norm, dropout=args.dropout
-            )
-        else:
-            self.booster = DCNBooster(
-                self.booster_input.dim,
-                args.booster_dims,
-                cross_layers=args.cross_layers,
-                cross_rank=args.cross_rank,
-                structure=args.dcn_structure,
-                norm=args.norm,
-                dropout=args.dropout,
-            )
+        with seeded_init(init_seed, "booster"):
+            self.booster = _build_booster(self.booster_input.dim, args)
 
         detach = args.detach_shared_for_light
         self.two_tower = args.light_kind == "two_tower"
@@ -207,26 +205,27 @@ class JointModel(nn.Module):
                 )
             self.user_input = self.embeddings.view(user_names, LIGHT, detach_shared=detach)
             self.item_input = self.embeddings.view(item_names, LIGHT, detach_shared=detach)
-            self.light: nn.Module = TwoTower(
-                self.user_input.dim,
-                self.item_input.dim,
-                args.light_dims,
-                scale=args.scale,
-                learn_scale=args.learn_scale,
-                bias=args.tower_bias,
-                norm=args.norm,
-                dropout=args.dropout,
-            )
+            with seeded_init(init_seed, "light"):
+                self.light: nn.Module = TwoTower(
+                    self.user_input.dim,
+                    self.item_input.dim,
+                    args.light_dims,
+                    scale=args.scale,
+                    learn_scale=args.learn_scale,
+                    bias=args.tower_bias,
+                    norm=args.norm,
+                    dropout=args.dropout,
+                )
         else:
             self.light_input = self.embeddings.view(served, LIGHT, detach_shared=detach)
-            self.light = MLPLight(
-                self.light_input.dim, args.light_dims, norm=args.norm, dropout=args.dropout
-            )
-        self.hint_projection = (
-            nn.Linear(self.light.hidden_dim, self.booster.hidden_dim)
-            if args.hint_projection
-            else None
-        )
+            with seeded_init(init_seed, "light"):
+                self.light = MLPLight(
+                    self.light_input.dim, args.light_dims, norm=args.norm, dropout=args.dropout
+                )
+        self.hint_projection: nn.Linear | None = None
+        if args.hint_projection:
+            with seeded_init(init_seed, "hint_projection"):
+                self.hint_projection = nn.Linear(self.light.hidden_dim, self.booster.hidden_dim)
 
     # ------------------------------------------------------------------ forward paths
     def forward(self, features: dict[str, Tensor]) -> Tensor:
@@ -383,6 +382,21 @@ class JointModel(nn.Module):
             "light_serving_flops_per_candidate": serving,
             "light_user_tower_flops_per_request": user_flops,
         }
+
+
+def _build_booster(in_dim: int, args: JointModelArgs) -> nn.Module:
+    """The booster ``args.booster_kind`` over ``in_dim`` input features."""
+    if args.booster_kind == "mlp":
+        return MLPBooster(in_dim, args.booster_dims, norm=args.norm, dropout=args.dropout)
+    return DCNBooster(
+        in_dim,
+        args.booster_dims,
+        cross_layers=args.cross_layers,
+        cross_rank=args.cross_rank,
+        structure=args.dcn_structure,
+        norm=args.norm,
+        dropout=args.dropout,
+    )
 
 
 def _rows(features: Mapping[str, Tensor]) -> int:

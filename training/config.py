@@ -69,16 +69,26 @@ class DataConfig:
         eval_batch_size: rows per evaluation forward pass.
         chunk_rows: stream the training split in chunks of this many rows
             (0 = load it into memory).
+        shuffle_unit: what the training shuffle permutes: ``rows`` (the chunked
+            row shuffle) or ``requests`` (whole requests in a seeded order, so a
+            batch holds every row of its requests and the listwise hint sees
+            complete lists; in-memory splits only, see
+            ``training.data.shuffle.request_order``).
     """
 
     batch_size: int = 1024
     eval_batch_size: int = 8192
     chunk_rows: int = 0
+    shuffle_unit: Literal["rows", "requests"] = "rows"
 
     def __post_init__(self) -> None:
         _positive("data.batch_size", self.batch_size)
         _positive("data.eval_batch_size", self.eval_batch_size)
         _non_negative("data.chunk_rows", self.chunk_rows)
+        if self.shuffle_unit == "requests" and self.chunk_rows:
+            raise ConfigError(
+                "data.shuffle_unit: 'requests' needs the split in memory (chunk_rows: 0)"
+            )
 
 
 def _arg(name: str) -> dict[str, str]:
@@ -187,6 +197,24 @@ class DistillConfig:
         temperature: T for the kl and listwise hints.
         gradient_block: stop-gradient on the booster side of the hint. A YAML
             bool; default true (false for rocket_no_gradient_block).
+        teacher_stop: per-net early stopping of the booster in the synchronous
+            variants (rocket, rocket_no_gradient_block, pfd, pfd_md). ``never``:
+            the booster trains every epoch. ``best_valid``: the booster's own
+            validation metric (the trainer's early-stopping metric) is tracked at
+            every epoch end; after ``teacher_patience`` evaluations without a
+            better value, or once it has trained ``teacher_max_epochs`` epochs, the
+            booster is restored to its best-validation state and frozen, and the
+            light net goes on learning from that frozen teacher until its own
+            early stopping (``optim.early_stopping_patience``) or ``optim.epochs``.
+            Needs a validation split.
+        teacher_patience: evaluations without a better booster value before the
+            freeze (>= 1; 1 = freeze at the first epoch that does not improve).
+        teacher_max_epochs: freeze the booster after this many epochs of training
+            (its pre-training included) at the best of them (0 = no cap).
+        teacher_pretrain_epochs: the booster trains alone for this many epochs
+            before the joint phase (light BCE and hint off, light parameters not
+            stepped; the λ schedule and the light net's early stopping start with
+            the joint phase).
     """
 
     variant: Variant = Variant.ROCKET
@@ -197,8 +225,20 @@ class DistillConfig:
     warmup_epochs: float = 0.0
     temperature: float = 1.0
     gradient_block: bool | None = None
+    teacher_stop: Literal["never", "best_valid"] = "never"
+    teacher_patience: int = 1
+    teacher_max_epochs: int = 0
+    teacher_pretrain_epochs: int = 0
 
     def __post_init__(self) -> None:
+        _positive("distill.teacher_patience", self.teacher_patience)
+        _non_negative("distill.teacher_max_epochs", self.teacher_max_epochs)
+        _non_negative("distill.teacher_pretrain_epochs", self.teacher_pretrain_epochs)
+        if self.teacher_max_epochs and self.teacher_stop == "never":
+            raise ConfigError(
+                "distill.teacher_max_epochs: only with teacher_stop 'best_valid' "
+                "(the cap says when the booster is frozen at its best state)"
+            )
         _non_negative("distill.warmup_steps", self.warmup_steps)
         _non_negative("distill.warmup_epochs", self.warmup_epochs)
         if self.warmup_steps and self.warmup_epochs:
@@ -272,7 +312,10 @@ class OptimConfig:
         epochs: passes over the training split.
         early_stopping_patience: stop after this many evaluations without a better
             validation metric (0 = off).
-        max_grad_norm: clip the dense gradient norm (0 = off).
+        max_grad_norm: clip the gradient norm of each parameter group on its
+            own — booster-only, light-only, shared (``JointModel`` groups) — so
+            the hint's gradients never rescale the booster's update (0 = off).
+            Tables with sparse gradients are not clipped.
     """
 
     lr_dense: float = 1e-3

@@ -10,9 +10,11 @@ import pytest
 from models.provenance import json_safe
 from training.evaluate import (
     MetricError,
+    apply_platt,
     auc,
     calibration,
     evaluate_scores,
+    fit_platt,
     gap_closed,
     gauc,
     logloss,
@@ -226,3 +228,43 @@ def test_sigmoid_and_json_safe():
         "b": [1.0, None],
         "c": 2,
     }
+
+
+def test_platt_fit_recovers_the_generating_scale_and_shift():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0.0, 2.0, size=200_000)
+    # true probability σ(0.5·z − 2): the raw logit over-predicts and is too confident
+    y = (rng.random(z.size) < sigmoid(0.5 * z - 2.0)).astype(np.float64)
+    a, b = fit_platt(z, y)
+    assert a == pytest.approx(0.5, abs=0.02) and b == pytest.approx(-2.0, abs=0.05)
+    calibrated = apply_platt(z, a, b)
+    assert logloss(y, calibrated) < logloss(y, z)
+    assert calibration(y, calibrated) == pytest.approx(1.0, abs=0.01)
+    # a monotone map: the ranking metric does not move
+    assert auc(y, calibrated) == auc(y, z)
+    # the fit is the log-loss minimum: nudging either parameter costs
+    best = logloss(y, calibrated)
+    for da, db in ((0.02, 0), (-0.02, 0), (0, 0.05), (0, -0.05)):
+        assert logloss(y, apply_platt(z, a + da, b + db)) > best
+
+
+def test_platt_fit_of_a_calibrated_logit_is_the_identity_and_one_class_is_left_alone():
+    rng = np.random.default_rng(1)
+    z = rng.normal(-1.0, 1.5, size=100_000)
+    y = (rng.random(z.size) < sigmoid(z)).astype(np.float64)
+    a, b = fit_platt(z, y)
+    assert a == pytest.approx(1.0, abs=0.03) and b == pytest.approx(0.0, abs=0.03)
+    assert fit_platt(z[:10], np.zeros(10)) == (1.0, 0.0)
+    # constant logits: only a·z + b is identified, and it must be the log-odds of the rate
+    a, b = fit_platt(np.full(50, 0.3), (np.arange(50) % 5 == 0).astype(float))
+    assert a * 0.3 + b == pytest.approx(math.log(0.2 / 0.8), abs=1e-3)
+
+
+def test_platt_never_flips_the_ranking_of_an_anti_correlated_logit():
+    rng = np.random.default_rng(2)
+    z = rng.normal(0.0, 1.0, size=50_000)
+    y = (rng.random(z.size) < sigmoid(-z - 2.0)).astype(np.float64)  # worse than chance
+    a, b = fit_platt(z, y)
+    assert a == 1.0  # only the shift is fitted
+    assert calibration(y, apply_platt(z, a, b)) == pytest.approx(1.0, abs=0.02)
+    assert auc(y, apply_platt(z, a, b)) == auc(y, z)

@@ -32,7 +32,7 @@ from torch import Tensor
 from models.contract.features import EncodeReport, FeatureEncoder
 from training.data.encoding import encode_features, fit_encoder
 from training.data.schema import Schema
-from training.data.shuffle import CHUNK_ROWS, epoch_order
+from training.data.shuffle import CHUNK_ROWS, epoch_order, request_plan
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +253,7 @@ class EncodedSplit:
         shuffle: bool = False,
         seed: int = 0,
         epoch: int = 0,
+        unit: str = "rows",
     ) -> Iterator[Batch]:
         """Yield batches of ``batch_size`` rows (the last one may be shorter).
 
@@ -262,9 +263,19 @@ class EncodedSplit:
                 file order otherwise.
             seed, epoch: the shuffle is a function of both (a resumed run skips the
                 batches it already trained with ``itertools.islice``).
+            unit: with ``shuffle``, ``"requests"`` permutes whole requests and cuts
+                batches at request boundaries (``shuffle.request_plan``).
         """
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        if unit not in ("rows", "requests"):
+            raise ValueError(f"unit must be 'rows' or 'requests', got {unit!r}")
+        if shuffle and unit == "requests":
+            plan, starts = request_plan(self.group.numpy(), batch_size, seed, epoch)
+            rows = torch.from_numpy(plan)
+            for a, b in zip(starts[:-1].tolist(), starts[1:].tolist()):
+                yield self._columns.take(rows[a:b]).to_batch()
+            return
         order = self.order(shuffle, seed, epoch)
         for start in range(0, len(order), batch_size):
             yield self._columns.take(order[start : start + batch_size]).to_batch()

@@ -27,9 +27,14 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(cfg: RunConfig, data: PreparedData) -> tuple[JointModel, JointModelArgs]:
-    """The joint model of a run (fresh initialisation from the current torch RNG)."""
+    """The joint model of a run, each sub-network seeded on its own from ``cfg.seed``.
+
+    ``JointModel(args, init_seed=cfg.seed)``: the light net and its tables start
+    from the same weights whatever the booster (``light_alone`` and ``pfd_md`` at
+    one seed share the light init), and building does not touch the global RNG.
+    """
     args = model_args(cfg, data.dataset.schema, data.dataset.encoder.cardinality)
-    return JointModel(args), args
+    return JointModel(args, init_seed=cfg.seed), args
 
 
 def build_optimizers(model: JointModel, cfg: RunConfig) -> dict[str, torch.optim.Optimizer]:

@@ -53,6 +53,28 @@ def predict(
     }
 
 
+@torch.inference_mode()
+def _light_only(model: JointModel, split: EncodedSplit, batch_size: int) -> dict[str, np.ndarray]:
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model(b.features) for b in split.iter_batches(batch_size, shuffle=False)]
+    finally:
+        model.train(was_training)
+    return {"light": torch.cat(out).double().numpy()}
+
+
+def light_logits(
+    model: JointModel,
+    split: EncodedSplit,
+    batch_size: int,
+    *,
+    dist: DistContext = SINGLE_PROCESS,
+) -> np.ndarray:
+    """The light net's logits over a split, in split order: ``float64 [N]`` (no booster)."""
+    return dist.all_predictions(_light_only, model, split, batch_size)["light"]
+
+
 def evaluate_model(
     model: JointModel,
     split: EncodedSplit,
@@ -73,4 +95,4 @@ def evaluate_model(
     return {net: evaluate_scores(labels, z, users, groups) for net, z in logits.items()}
 
 
-__all__ = ["evaluate_model", "predict"]
+__all__ = ["evaluate_model", "light_logits", "predict"]

@@ -1,6 +1,8 @@
 """The files of a run directory and the two helpers for its step log.
 
 ``RUN/`` holds ``config.json``, ``encoder.json``, ``checkpoint.pt``, ``best.pt``,
+``teacher.pt`` (the booster's best-validation state under
+``distill.teacher_stop: best_valid``: ``{"format": 1, "model": full state dict}``),
 ``metrics.jsonl``, ``model.pt`` (a state dict with its ``model_args``, not the
 TorchScript module an artifact's ``model.pt`` is), ``metrics.json`` and
 ``curves.png`` (``docs/INTERNALS.md``, "Trainer → export").
@@ -16,6 +18,7 @@ from training.loop.checkpoint import atomic_write_text
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_FILE = "best.pt"
+TEACHER_FILE = "teacher.pt"
 STATE_DICT_FILE = "model.pt"
 ENCODER_FILE = "encoder.json"
 CONFIG_FILE = "config.json"
@@ -23,7 +26,15 @@ METRICS_FILE = "metrics.json"
 LOG_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 
-OUTPUT_FILES = (LOG_FILE, CHECKPOINT_FILE, BEST_FILE, STATE_DICT_FILE, METRICS_FILE, CURVES_FILE)
+OUTPUT_FILES = (
+    LOG_FILE,
+    CHECKPOINT_FILE,
+    BEST_FILE,
+    TEACHER_FILE,
+    STATE_DICT_FILE,
+    METRICS_FILE,
+    CURVES_FILE,
+)
 """What a fresh run deletes first, so it never mixes with an earlier run's outputs."""
 
 
@@ -59,6 +70,7 @@ __all__ = [
     "METRICS_FILE",
     "OUTPUT_FILES",
     "STATE_DICT_FILE",
+    "TEACHER_FILE",
     "read_log",
     "truncate_log",
 ]

@@ -19,11 +19,26 @@ What a run does, in order:
    ``compute_loss`` → stop on a NaN/inf term → backward → clip → step; log to
    ``RUN/metrics.jsonl`` and the progress bar; checkpoint every
    ``checkpoint_every`` steps;
-4. at each epoch end: evaluate on the validation split, early-stop bookkeeping,
+4. at each epoch end: evaluate on the validation split, early-stop bookkeeping
+   (the light net's, and the booster's own under ``distill.teacher_stop``),
    checkpoint (the position then points at the next epoch);
 5. at the end: restore the best epoch (early stopping on), evaluate booster and
-   light net on the test split, write ``model.pt``, ``metrics.json`` and
-   ``curves.png``.
+   light net on the test split, fit Platt calibration of the light logit on the
+   validation split (``light_calibrated`` in ``metrics.json``), write
+   ``model.pt``, ``metrics.json`` and ``curves.png``.
+
+Per-net early stopping (``distill.teacher_stop: best_valid``, synchronous variants):
+the booster's validation metric is tracked on its own; when it has not improved for
+``distill.teacher_patience`` evaluations (or after ``distill.teacher_max_epochs``
+epochs), the booster is *frozen*: a copy of the whole model at the booster's best
+validation epoch (``RUN/teacher.pt``) becomes the teacher, evaluated in eval mode
+under ``no_grad`` for every later step, and the model's own booster-only
+parameters are reset to that state and stop training (``requires_grad`` False, no
+gradient, so their optimisers skip them). Shared tables keep training, from the
+light side only (light BCE + hint); the frozen teacher reads its own snapshot of
+them, so it really is fixed. The light net's early-stopping patience restarts at the
+freeze (its target changed). ``distill.teacher_pretrain_epochs``: the first epochs
+train the booster alone (``booster_alone`` loss; the light net does not run).
 
 A resumed run (``TrainOptions(resume=True)``) loads the last checkpoint —
 parameters, optimiser moments, RNG states, the early-stopping record and the
@@ -45,6 +60,7 @@ order above: :func:`_start`, :func:`_restore`, :func:`_train_epoch` (of
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import logging
@@ -64,7 +80,18 @@ from models.joint import JointModel, JointModelArgs, JointOutput
 from models.provenance import json_safe
 from training.config import RunConfig
 from training.data.prepare import PreparedData
-from training.distill import DistillSettings, Hint, LossTerms, Variant, compute_loss, nets_needed
+from training.distill import (
+    PFD_VARIANTS,
+    ROCKET_VARIANTS,
+    DistillSettings,
+    Hint,
+    LambdaSchedule,
+    LossTerms,
+    Variant,
+    compute_loss,
+    nets_needed,
+)
+from training.evaluate import apply_platt, evaluate_scores, fit_platt
 from training.loop.build import build_model, build_optimizers, seed_everything
 from training.loop.checkpoint import (
     CheckpointError,
@@ -77,7 +104,7 @@ from training.loop.checkpoint import (
 )
 from training.loop.distributed import SINGLE_PROCESS, DistContext
 from training.loop.errors import TrainingDivergedError, TrainingError
-from training.loop.evaluation import evaluate_model, predict
+from training.loop.evaluation import evaluate_model, light_logits, predict
 from training.loop.run_files import (
     BEST_FILE,
     CHECKPOINT_FILE,
@@ -88,10 +115,11 @@ from training.loop.run_files import (
     METRICS_FILE,
     OUTPUT_FILES,
     STATE_DICT_FILE,
+    TEACHER_FILE,
     read_log,
     truncate_log,
 )
-from training.loop.state import EarlyStopping, RunState
+from training.loop.state import EarlyStopping, RunState, TeacherStop
 from training.plots import plot_learning_curves
 
 log = logging.getLogger(__name__)
@@ -171,21 +199,25 @@ def forward_for_loss(
 ) -> JointOutput:
     """The outputs ``compute_loss`` needs for ``variant``.
 
-    ``two_stage_kd`` takes the booster logit from the frozen ``teacher`` (no
-    gradient) and never runs the student model's own booster.
+    With a frozen ``teacher`` (``two_stage_kd``'s pretrained booster, or the
+    booster frozen at its best validation state by ``distill.teacher_stop``) the
+    booster outputs (logit and hidden layer) come from the teacher under
+    ``no_grad`` and the model's own booster never runs.
     """
     feats = dict(features)
-    if variant is Variant.TWO_STAGE_KD:
-        if teacher is None:
-            raise TrainingError(
-                "variant two_stage_kd needs a pretrained booster: train booster_alone first "
-                "and pass it as the teacher (rocketrank ablate does both)"
-            )
-        with torch.no_grad():
-            teacher_logit = teacher.booster_logit(feats)
-        out = model.forward_joint(feats, run_booster=False, run_light=True)
-        return out._replace(booster_logit=teacher_logit)
+    if variant is Variant.TWO_STAGE_KD and teacher is None:
+        raise TrainingError(
+            "variant two_stage_kd needs a pretrained booster: train booster_alone first "
+            "and pass it as the teacher (rocketrank ablate does both)"
+        )
     run_booster, run_light = nets_needed(variant)
+    if teacher is not None and run_booster and run_light:
+        with torch.no_grad():
+            taught = teacher.forward_joint(feats, run_booster=True, run_light=False)
+        out = model.forward_joint(feats, run_booster=False, run_light=True)
+        return out._replace(
+            booster_logit=taught.booster_logit, booster_hidden=taught.booster_hidden
+        )
     return model.forward_joint(feats, run_booster=run_booster, run_light=run_light)
 
 
@@ -262,20 +294,41 @@ class _Run:
     model: JointModel
     args: JointModelArgs
     optimizers: dict[str, torch.optim.Optimizer]
-    dense_params: list[torch.nn.Parameter]
     variant: Variant
     settings: DistillSettings
     epochs: int
     steps_per_epoch: int
     watched: Literal["light", "booster"]
     state: RunState
+    clip_groups: list[list[torch.nn.Parameter]]
+    teacher_stop: bool = False
+    pretrain_epochs: int = 0
     position: Position = field(default_factory=Position)
     step: int = 0
     best_state: dict[str, Tensor] | None = None
+    teacher_best: dict[str, Tensor] | None = None
+    frozen_teacher: JointModel | None = None
 
     @property
     def log_path(self) -> Path:
         return self.run_dir / LOG_FILE
+
+    def pretraining(self, epoch: int) -> bool:
+        """Epoch ``epoch`` trains the booster alone (``distill.teacher_pretrain_epochs``)."""
+        return epoch < self.joint_start_epoch
+
+    @property
+    def joint_start_epoch(self) -> int:
+        """The first epoch of the joint phase (a freeze during pre-training ends it)."""
+        frozen_after = self.state.teacher.frozen_after_epoch
+        if self.state.teacher.frozen and frozen_after is not None:
+            return min(self.pretrain_epochs, frozen_after + 1)
+        return self.pretrain_epochs
+
+    @property
+    def booster_source(self) -> JointModel | None:
+        """Whose booster is evaluated: the frozen teacher's, else ``None`` (the model's)."""
+        return self.frozen_teacher if self.frozen_teacher is not None else self.teacher
 
 
 def _train(
@@ -332,6 +385,19 @@ def _start(
     epochs = options.epochs or cfg.optim.epochs
     variant = Variant(cfg.distill.variant)
     steps_per_epoch = data.train.num_batches(cfg.data.batch_size)
+    synchronous = variant in ROCKET_VARIANTS | PFD_VARIANTS
+    teacher_stop = synchronous and cfg.distill.teacher_stop == "best_valid"
+    pretrain_epochs = cfg.distill.teacher_pretrain_epochs if synchronous else 0
+    if teacher_stop and (data.valid is None or not len(data.valid)):
+        raise TrainingError(
+            "distill.teacher_stop 'best_valid' tracks the booster on the validation split, "
+            "and this data has none"
+        )
+    if pretrain_epochs >= epochs:
+        raise TrainingError(
+            f"distill.teacher_pretrain_epochs ({pretrain_epochs}) leaves no epoch of the "
+            f"{epochs} for the light net"
+        )
     seed_everything(cfg.seed)
     model, args = build_model(cfg, data)
     model.train()
@@ -349,6 +415,8 @@ def _start(
         atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config_record, indent=2) + "\n")
         data.dataset.encoder.save(str(run_dir / ENCODER_FILE))
     early = EarlyStopping(options.early_stopping_metric, cfg.optim.early_stopping_patience)
+    teacher_early = EarlyStopping(options.early_stopping_metric, cfg.distill.teacher_patience)
+    joint_steps = (epochs - pretrain_epochs) * steps_per_epoch
     return _Run(
         cfg=cfg,
         data=data,
@@ -359,14 +427,16 @@ def _start(
         model=model,
         args=args,
         optimizers=optimizers,
-        dense_params=[p for _, p in model.dense_parameters() if p.requires_grad],
         variant=variant,
-        settings=cfg.distill.settings(epochs * steps_per_epoch, steps_per_epoch),
+        settings=cfg.distill.settings(joint_steps, steps_per_epoch),
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         # booster_alone distils nothing: early-stop on the booster it trains
         watched="booster" if variant is Variant.BOOSTER_ALONE else "light",
-        state=RunState(early),
+        state=RunState(early, TeacherStop(teacher_early)),
+        clip_groups=clip_groups(model),
+        teacher_stop=teacher_stop,
+        pretrain_epochs=pretrain_epochs,
     )
 
 
@@ -394,6 +464,12 @@ def _restore(run: _Run) -> None:
     )
     if run.state.early.best_epoch is not None and (run.run_dir / BEST_FILE).exists():
         run.best_state = load_checkpoint(run.run_dir / BEST_FILE)["model"]
+    if run.state.teacher.early.best_epoch is not None and (run.run_dir / TEACHER_FILE).exists():
+        run.teacher_best = load_checkpoint(run.run_dir / TEACHER_FILE)["model"]
+    if run.state.teacher.frozen:
+        if run.teacher_best is None:
+            raise TrainingError(f"cannot resume {run.run_dir}: the frozen teacher's state is gone")
+        _freeze_teacher(run, restore_booster=False)
 
 
 def _checkpoint(run: _Run, position: Position) -> None:
@@ -414,11 +490,7 @@ def _train_epoch(run: _Run, epoch: int, log_file: TextIO, bar: tqdm) -> bool:
     """The epoch's remaining batches; True when ``stop_after_steps`` interrupted it."""
     options, state = run.options, run.state
     first = run.position.batch if epoch == run.position.epoch else 0
-    batches = run.dist.shard_batches(
-        run.data.train.iter_batches(
-            run.cfg.data.batch_size, shuffle=True, seed=run.cfg.seed, epoch=epoch
-        )
-    )
+    batches = run.dist.shard_batches(_train_batches(run, epoch))
     tick, cpu_tick = time.perf_counter(), time.process_time()
     for index, batch in enumerate(itertools.islice(batches, first, None), start=first):
         terms, rows = _step(run, batch, epoch)
@@ -441,16 +513,24 @@ def _train_epoch(run: _Run, epoch: int, log_file: TextIO, bar: tqdm) -> bool:
 
 def _step(run: _Run, batch: Any, epoch: int) -> tuple[LossTerms, int]:
     """One optimiser step on one (global) batch; returns its loss terms and rows."""
-    out = forward_for_loss(run.model, batch.features, run.variant, run.teacher)
-    terms = compute_loss(out, batch.labels[run.data.label], run.settings, run.step, batch.group)
+    if run.pretraining(epoch):
+        settings, schedule_step = PRETRAIN_SETTINGS, run.step
+        out = run.model.forward_joint(dict(batch.features), run_booster=True, run_light=False)
+    else:
+        # the λ schedule (warm-up, annealing) starts with the joint phase
+        settings = run.settings
+        schedule_step = run.step - run.joint_start_epoch * run.steps_per_epoch
+        out = forward_for_loss(run.model, batch.features, run.variant, run.booster_source)
+    terms = compute_loss(out, batch.labels[run.data.label], settings, schedule_step, batch.group)
     for opt in run.optimizers.values():
         opt.zero_grad(set_to_none=True)
     terms.total.backward()
     # N processes: global-batch gradients and loss terms; one process: no-op
     terms, rows = run.dist.sync_step(run.model, terms, len(batch))
-    check_finite(terms, run.variant, run.settings.hint, run.step, epoch)
+    check_finite(terms, settings.variant, settings.hint, run.step, epoch)
     if run.cfg.optim.max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(run.dense_params, run.cfg.optim.max_grad_norm)
+        for group in run.clip_groups:
+            torch.nn.utils.clip_grad_norm_(group, run.cfg.optim.max_grad_norm)
     for opt in run.optimizers.values():
         opt.step()
     run.step += 1
@@ -492,16 +572,21 @@ def _validate(run: _Run, epoch: int, log_file: TextIO, bar: tqdm) -> None:
         run.data.valid,
         run.data.label,
         run.cfg.data.eval_batch_size,
-        booster_source=run.teacher,
+        booster_source=run.booster_source,
         dist=run.dist,
     )
     early = run.state.early
     value = scores[run.watched][early.metric]
-    if early.record(value, epoch) and early.patience > 0:
-        run.best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    # pre-training epochs do not train the light net: its early stopping starts after them
+    if not run.pretraining(epoch) and early.record(value, epoch) and early.patience > 0:
+        run.best_state = _snapshot(run.model)
         if run.dist.is_main:
             atomic_torch_save({"format": 1, "model": run.best_state}, run.run_dir / BEST_FILE)
+    if run.teacher_stop and not run.state.teacher.frozen:
+        _track_teacher(run, scores["booster"], epoch)
     record = {"kind": "eval", "split": "valid", "step": run.step, "epoch": epoch} | scores
+    if run.teacher_stop:
+        record["teacher_frozen"] = run.state.teacher.frozen
     log_file.write(json.dumps(json_safe(record)) + "\n")
     if run.dist.is_main:
         bar.write(
@@ -516,6 +601,12 @@ def _finish(run: _Run) -> TrainResult:
     model, data, cfg = run.model, run.data, run.cfg
     if run.state.early.patience > 0 and run.best_state is not None:
         model.load_state_dict(run.best_state)
+    if run.frozen_teacher is not None:
+        # model.pt's booster is the teacher the light net learnt from last
+        best = dict(run.frozen_teacher.named_parameters())
+        with torch.no_grad():
+            for name, p in model.booster_only_parameters():
+                p.copy_(best[name])
     model.eval()
     final_split, final_name = (
         (data.test, "test") if data.test is not None and len(data.test) else (data.valid, "valid")
@@ -527,11 +618,14 @@ def _finish(run: _Run) -> TrainResult:
         final_split,
         data.label,
         cfg.data.eval_batch_size,
-        booster_source=run.teacher,
+        booster_source=run.booster_source,
         dist=run.dist,
     )
     sample = next(final_split.iter_batches(min(256, len(final_split)))).features
     metrics = _final_metrics(run, final, final_name, _cost(run, sample))
+    calibrated = _calibrate(run, final_split, final_name)
+    if calibrated is not None:
+        metrics["light_calibrated"] = calibrated
     if not run.dist.is_main:
         return TrainResult(run.run_dir, metrics, model, position=run.position)
     atomic_torch_save(
@@ -555,8 +649,8 @@ def _finish(run: _Run) -> TrainResult:
 def _cost(run: _Run, sample: Mapping[str, Tensor]) -> dict[str, Any]:
     """Parameters and FLOPs per candidate; a two-stage KD booster is the teacher's."""
     cost = run.model.cost_report(sample)
-    if run.teacher is not None:
-        teacher_cost = run.teacher.cost_report(sample)
+    if run.booster_source is not None:
+        teacher_cost = run.booster_source.cost_report(sample)
         cost["booster_params"] = teacher_cost["booster_params"]
         cost["booster_flops_per_candidate"] = teacher_cost["booster_flops_per_candidate"]
     return cost
@@ -592,8 +686,145 @@ def _final_metrics(
             "metric": f"valid {run.watched} {early.metric}",
             "best": early.best_value,
         },
+        "teacher_stop": _teacher_record(run),
         "batch_size": run.cfg.data.batch_size,
         "train_rows": len(run.data.train),
+    }
+
+
+# --------------------------------------------------------------------------- recipe pieces
+
+PRETRAIN_SETTINGS = DistillSettings(
+    variant=Variant.BOOSTER_ALONE, hint=Hint.OFF, schedule=LambdaSchedule(value=0.0)
+)
+"""The loss of a pre-training epoch: the booster's BCE alone."""
+
+
+def clip_groups(model: JointModel) -> list[list[torch.nn.Parameter]]:
+    """Booster-only, light-only and shared parameters, each clipped on its own.
+
+    Clipping them together would let a large hint gradient on the light side
+    shrink the booster's update (one norm, one factor); per group, each net's
+    step depends on its own gradients only. Tables with sparse gradients are left
+    out (``clip_grad_norm_`` needs dense gradients).
+    """
+    sparse = {id(p) for _, p in model.sparse_gradient_parameters()}
+    groups = []
+    for params in (
+        model.booster_only_parameters(),
+        model.light_only_parameters(),
+        model.shared_parameters(),
+    ):
+        kept = [p for _, p in params if p.requires_grad and id(p) not in sparse]
+        if kept:
+            groups.append(kept)
+    return groups
+
+
+def _train_batches(run: _Run, epoch: int) -> Any:
+    train, data_cfg = run.data.train, run.cfg.data
+    if data_cfg.shuffle_unit == "requests":
+        return train.iter_batches(
+            data_cfg.batch_size, shuffle=True, seed=run.cfg.seed, epoch=epoch, unit="requests"
+        )
+    return train.iter_batches(data_cfg.batch_size, shuffle=True, seed=run.cfg.seed, epoch=epoch)
+
+
+def _snapshot(model: JointModel) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _track_teacher(run: _Run, booster_scores: Mapping[str, float], epoch: int) -> None:
+    """The booster's own early stopping: remember its best state, freeze when it is done."""
+    teacher = run.state.teacher
+    if teacher.early.record(booster_scores[teacher.early.metric], epoch):
+        run.teacher_best = _snapshot(run.model)
+        if run.dist.is_main:
+            atomic_torch_save({"format": 1, "model": run.teacher_best}, run.run_dir / TEACHER_FILE)
+    cap = run.cfg.distill.teacher_max_epochs
+    out_of_patience = teacher.early.bad_evals >= teacher.early.patience
+    if (out_of_patience or (cap and epoch + 1 >= cap)) and run.teacher_best is not None:
+        teacher.frozen, teacher.frozen_after_epoch = True, epoch
+        _freeze_teacher(run, restore_booster=True)
+        # the student's target just changed to the best teacher: its patience restarts,
+        # so an epoch spent on the overfitting booster does not end the run
+        run.state.early.bad_evals = 0
+        run.state.early.stopped_early = False
+        log.info(
+            "booster frozen after epoch %d at its best validation epoch %d (%s %.4f)",
+            epoch,
+            teacher.early.best_epoch,
+            teacher.early.metric,
+            teacher.early.best_value,
+        )
+
+
+def _freeze_teacher(run: _Run, *, restore_booster: bool) -> None:
+    """Build the frozen teacher from ``run.teacher_best``; stop the booster's training.
+
+    Args:
+        run: the run (``teacher_best`` set).
+        restore_booster: also copy the best state into the model's booster-only
+            parameters (at the freeze; a resumed run's checkpoint already has them).
+    """
+    assert run.teacher_best is not None
+    frozen = copy.deepcopy(run.model)
+    frozen.load_state_dict(run.teacher_best)
+    frozen.eval()
+    frozen.requires_grad_(False)
+    run.frozen_teacher = frozen
+    best = dict(frozen.named_parameters())
+    with torch.no_grad():
+        for name, p in run.model.booster_only_parameters():
+            if restore_booster:
+                p.copy_(best[name])
+            p.requires_grad_(False)
+            p.grad = None
+
+
+def _teacher_record(run: _Run) -> dict[str, Any] | None:
+    """``metrics.json``'s ``teacher_stop`` block (None when the option is off)."""
+    if not run.teacher_stop:
+        return None
+    t = run.state.teacher
+    return {
+        "metric": f"valid booster {t.early.metric}",
+        "best": t.early.best_value,
+        "best_epoch": t.early.best_epoch,
+        "frozen": t.frozen,
+        "frozen_after_epoch": t.frozen_after_epoch,
+        "pretrain_epochs": run.pretrain_epochs,
+    }
+
+
+def _calibrate(run: _Run, final_split: Any, final_name: str) -> dict[str, Any] | None:
+    """Platt scaling of the light logit fitted on valid, applied to the final split.
+
+    Returns ``metrics.json``'s ``light_calibrated`` block: the fitted ``a``, ``b``
+    (calibrated probability ``σ(a·z + b)``), and the final split's calibration
+    ratio and logloss before and after (AUC is unchanged for ``a > 0``).
+    None without a validation split.
+    """
+    valid = run.data.valid
+    if valid is None or not len(valid):
+        return None
+    bs = run.cfg.data.eval_batch_size
+    label = run.data.label
+    z_valid = light_logits(run.model, valid, bs, dist=run.dist)
+    a, b = fit_platt(z_valid, valid.labels[label].double().numpy())
+    z = light_logits(run.model, final_split, bs, dist=run.dist)
+    y = final_split.labels[label].double().numpy()
+    users, groups = final_split.user.numpy(), final_split.group.numpy()
+    before = evaluate_scores(y, z, users, groups)
+    after = evaluate_scores(y, apply_platt(z, a, b), users, groups)
+    keys = ("calibration", "logloss", "auc")
+    return {
+        "a": a,
+        "b": b,
+        "fitted_on": "valid",
+        "split": final_name,
+        "before": {k: before[k] for k in keys},
+        "after": {k: after[k] for k in keys},
     }
 
 
@@ -604,6 +835,7 @@ __all__ = [
     "TrainingDivergedError",
     "TrainingError",
     "check_finite",
+    "clip_groups",
     "evaluate_model",
     "forward_for_loss",
     "predict",
