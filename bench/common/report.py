@@ -134,13 +134,43 @@ def machine_line(doc: dict[str, Any]) -> str:
     )
 
 
+def bodies_table(docs: list[dict[str, Any]]) -> str:
+    """One row per serve document and body format (``--body``): size, latency at the
+    benchmark rate, server time vs bare, the parse step, CPU and the max rate."""
+    head = (
+        "| stage | workers | body | KiB | catalogue | offered req/s | p50 ms | p99 ms "
+        "| server p50 ms | parse ms | bare p50 ms | server/bare | server CPU ms/req "
+        "| max req/s p99 ≤ SLO | sustained req/s | speed-up vs naive |"
+    )
+    lines = [head, "|---" * 16 + "|"]
+    for d in docs:
+        workers = (d.get("config") or {}).get("workers", 1)
+        for body, h in (d.get("bodies") or {}).items():
+            part = d["service_by_body"][body]
+            steps = median_steps(part["runs"])
+            lines.append(
+                f"| {d['stage']} | {workers} | {body} | {h['body_bytes_mean'] / 1024:.0f} "
+                f"| {d.get('catalogue_items', 0):,} | {_f(d['rate'], 0)} | {_f(h['p50_ms'])} "
+                f"| {_f(h['p99_ms'])} | {_f(h['server_time_p50_ms'], 3)} "
+                f"| {_f(steps.get('parse'), 3)} | {_f(d['bare_p50_ms'], 3)} "
+                f"| {_f(h['server_time_ratio_vs_bare'])} | {_f(h['server_cpu_ms_per_request'])} "
+                f"| {_f(h['max_qps_under_slo'], 1)} | {_f(h['sustained_qps'], 1)} "
+                f"| {_f(h['speedup_vs_naive'], 1)} |"
+            )
+    return "\n".join(lines)
+
+
 def render(paths: list[Path]) -> str:
     docs = [json.loads(p.read_text()) for p in paths]
     serve = [d for d in docs if d.get("benchmark") == "serve"]
     train = [d for d in docs if d.get("benchmark") == "train"]
     out: list[str] = []
     if serve:
-        out += ["### Serving", "", serve_table(serve), "", "Commands:", ""]
+        out += ["### Serving", "", serve_table(serve), ""]
+        with_bodies = [d for d in serve if d.get("bodies")]
+        if with_bodies:
+            out += ["Per body format:", "", bodies_table(with_bodies), ""]
+        out += ["Commands:", ""]
         out += [f"    {d['command']}" for d in serve]
         out += ["", "Machine:", ""] + [f"- {machine_line(d)}" for d in serve] + [""]
     for d in train:

@@ -23,6 +23,7 @@ import orjson
 
 from bench.common.processes import ServerStartError
 from bench.common.report import median_steps
+from bench.serve.config import MIN_CATALOGUE_ITEMS, NAIVE_RATE
 from bench.serve.findmax import SLO_P99_MS
 from bench.serve.loadgen import LoadGenError
 from bench.serve.run import BenchError, ServeBenchConfig, run_serve_bench
@@ -79,6 +80,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--naive-start-rate", type=float, default=8.0, help="find-max start for the naive (8)"
     )
     parser.add_argument(
+        "--naive-rate",
+        type=float,
+        default=NAIVE_RATE,
+        help=f"offered rate of the naive baseline's fixed runs ({NAIVE_RATE:g}; it cannot "
+        "sustain the service's rate)",
+    )
+    parser.add_argument(
+        "--body",
+        choices=["json", "binary", "both"],
+        default="json",
+        help="request bodies for the service: JSON, the binary tensor encoding "
+        "(docs/SERVICE.md, binary answers too), or both against the same server (json)",
+    )
+    parser.add_argument(
+        "--min-catalogue",
+        type=int,
+        default=MIN_CATALOGUE_ITEMS,
+        help=f"refuse item tables smaller than this ({MIN_CATALOGUE_ITEMS:,})",
+    )
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        help="p99-versus-offered-rate PNG of the --find-max probes (default: --out with .png)",
+    )
+    parser.add_argument(
         "--generator-check",
         type=float,
         metavar="RATE",
@@ -120,6 +146,10 @@ def config_from_args(args: argparse.Namespace) -> ServeBenchConfig:
         fine_model=args.fine_model,
         naive=not args.no_naive,
         naive_start_rate=args.naive_start_rate,
+        naive_rate=args.naive_rate,
+        bodies=("json", "binary") if args.body == "both" else (args.body,),
+        min_catalogue=args.min_catalogue,
+        chart=args.chart,
         generator_check_rate=args.generator_check,
         slo_ms=args.slo_ms,
         timeout=args.timeout,
@@ -146,9 +176,10 @@ def format_table(doc: dict[str, Any]) -> str:
         f"{doc['machine']['cores']} cores, torch {doc['machine']['torch']})",
         head + "   (ms)",
     ]
-    labels = {"service": "service", "naive": "naive", "generator_check": "null srv"}
-    for name, label in labels.items():
-        part = doc.get(name)
+    parts = [(f"svc/{body}", part) for body, part in (doc.get("service_by_body") or {}).items()]
+    parts = parts or [("service", doc.get("service"))]
+    parts += [("naive", doc.get("naive")), ("null srv", doc.get("generator_check"))]
+    for label, part in parts:
         if not part:
             continue
         m = part["median"]
@@ -170,6 +201,13 @@ def format_table(doc: dict[str, Any]) -> str:
         f"server_time_ratio_vs_bare {_cell(doc['server_time_ratio_vs_bare'])}   "
         f"speedup_vs_naive {_cell(doc['speedup_vs_naive'], 1)} ({doc['speedup_basis']})"
     )
+    for body, head in (doc.get("bodies") or {}).items():
+        lines.append(
+            f"{body}: {head['body_bytes_mean'] / 1024:.0f} KiB bodies, server/bare "
+            f"{_cell(head['server_time_ratio_vs_bare'])}, max qps under SLO "
+            f"{_cell(head['max_qps_under_slo'], 1)}, speedup_vs_naive "
+            f"{_cell(head['speedup_vs_naive'], 1)}"
+        )
     return "\n".join(lines)
 
 

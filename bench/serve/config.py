@@ -7,6 +7,15 @@ from pathlib import Path
 
 from bench.serve.findmax import SLO_P99_MS
 
+MIN_CATALOGUE_ITEMS = 100_000
+"""Smallest item table the benchmark accepts by default: candidates must be drawn from a
+realistic catalogue, not be the whole table (``--min-catalogue`` lowers it for tests)."""
+
+NAIVE_RATE = 1.0
+"""Offered rate of the naive baseline's fixed runs: it spends ~0.1-0.3 s of CPU on one
+10,000-candidate request, so at the service's 100 req/s every request would time out
+and its latency would not be a number."""
+
 SUSTAINED_P99_MS = 1000.0
 """*Sustained* throughput: the highest rate served with zero errors, ≥ 95 % of the
 offered rate achieved and p99 under this bound -- the server keeps up, however
@@ -43,6 +52,10 @@ class ServeBenchConfig:
     fine_model: str = "fine"
     naive: bool = True
     naive_start_rate: float = 8.0
+    naive_rate: float = NAIVE_RATE
+    bodies: tuple[str, ...] = ("json",)
+    min_catalogue: int = MIN_CATALOGUE_ITEMS
+    chart: Path | None = None
     generator_check_rate: float | None = None
     slo_ms: float | None = None
     timeout: float = 2.0

@@ -16,15 +16,20 @@ class HTTPProtocolError(RuntimeError):
     """The server's response is not HTTP/1.1 the generator can parse."""
 
 
-def build_request(host: str, port: int, path: str, body: bytes) -> bytes:
-    """Serialise one ``POST`` with a JSON body as the bytes written on the wire."""
+def build_request(
+    host: str, port: int, path: str, body: bytes, headers: Mapping[str, str] | None = None
+) -> bytes:
+    """Serialise one ``POST`` as the bytes written on the wire.
+
+    Args:
+        headers: replace the default ``Content-Type``/``Accept`` (``application/json``)
+            or add headers (e.g. ``Inference-Header-Content-Length`` of a binary body).
+    """
+    fields = {"Content-Type": "application/json", "Accept": "application/json"}
+    fields.update(headers or {})
+    lines = "".join(f"{k}: {v}\r\n" for k, v in fields.items())
     head = (
-        f"POST {path} HTTP/1.1\r\n"
-        f"Host: {host}:{port}\r\n"
-        "Content-Type: application/json\r\n"
-        "Accept: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{lines}Content-Length: {len(body)}\r\n\r\n"
     ).encode("ascii")
     return head + body
 
@@ -59,9 +64,14 @@ def server_timing(
                             total = float(p[4:])
     if not body or body[:1] != b"{":
         return total, {}
+    binary_header = headers.get(b"inference-header-content-length")
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        if binary_header is not None:  # a binary answer: the times are in its JSON header
+            data = orjson.loads(body[: int(binary_header)])
+            data = data.get("parameters") if isinstance(data, dict) else None
+        else:
+            data = orjson.loads(body)
+    except ValueError:
         return total, {}
     timing = data.get("timing_ms") if isinstance(data, dict) else None
     if not isinstance(timing, dict):

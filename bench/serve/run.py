@@ -32,6 +32,7 @@ from typing import Any
 from bench.common.machine import machine_info
 from bench.common.processes import free_port
 from bench.serve.bare import load_stage_artifacts, measure_bare
+from bench.serve.chart import write_rate_chart
 from bench.serve.config import SUSTAINED_P99_MS, BenchError, ServeBenchConfig
 from bench.serve.findmax import SLO_P99_MS
 from bench.serve.server_bench import ServerBench, group_cpu_seconds, median_summary, wait_idle
@@ -104,10 +105,15 @@ def _served_models(cfg: ServeBenchConfig) -> dict[str, str]:
 
 
 def _workload(cfg: ServeBenchConfig, artifacts: Mapping[str, Any]) -> Workload:
+    """The JSON workload (the other body formats are the same calls re-serialised).
+
+    Raises:
+        BenchError: the item table is smaller than ``cfg.min_catalogue``.
+    """
     context = sorted(
         {n for a in artifacts.values() for n in a.manifest.features.get("context", [])}
     )
-    return build_workload(
+    workload = build_workload(
         cfg.features,
         cfg.stage,
         candidates=cfg.candidates,
@@ -117,6 +123,13 @@ def _workload(cfg: ServeBenchConfig, artifacts: Mapping[str, Any]) -> Workload:
         n_requests=cfg.requests,
         seed=cfg.seed,
     )
+    if workload.catalogue_items < cfg.min_catalogue:
+        raise BenchError(
+            f"{cfg.features}/items.parquet holds {workload.catalogue_items:,} items, fewer than "
+            f"--min-catalogue {cfg.min_catalogue:,}: candidates would be most of the table "
+            "(make a larger one, e.g. rocketrank synth --items 120000)"
+        )
+    return workload
 
 
 def _measure_servers(
@@ -125,14 +138,18 @@ def _measure_servers(
     served: Mapping[str, str],
     log: Callable[[str], None],
 ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
-    """``(service, naive or None, null-server generator check or None)`` measurements."""
+    """``({body format: service measurement}, naive or None, null-server check or None)``.
+
+    The naive baseline gets JSON bodies (the tutorial API) at its own ``naive_rate``.
+    """
     bench = ServerBench(cfg, workload, log)
     port = free_port()
     log(f"service on :{port} ...")
-    service = bench.measure(
+    service = bench.measure_bodies(
         "service",
         service_command(cfg, port, served),
         port,
+        [workload.with_body(b) for b in cfg.bodies],
         find_max=cfg.find_max,
         start_rate=cfg.start_rate,
     )
@@ -146,6 +163,7 @@ def _measure_servers(
             port,
             find_max=cfg.find_max,
             start_rate=cfg.naive_start_rate,
+            rate=cfg.naive_rate,
         )
     generator: dict[str, Any] | None = None
     if cfg.generator_check_rate:
@@ -175,10 +193,6 @@ def _speedup(
         if svc_max > 0 and naive_max > 0:
             basis = f"max rate with p99 <= {cfg.slo:g} ms and 0 errors: service / naive"
             return _ratio(svc_max, naive_max), basis
-        speedup = _ratio(
-            service["find_max_sustained"]["max_rate"],
-            naive["find_max_sustained"]["max_rate"],
-        )
         who = (
             "both servers"
             if svc_max == naive_max == 0
@@ -188,15 +202,23 @@ def _speedup(
             f"{who} missed p99 <= {cfg.slo:g} ms at every rate tried; sustained "
             f"throughput (0 errors, p99 <= {SUSTAINED_P99_MS:g} ms): service / naive"
         )
+        speedup = _ratio(
+            service["find_max_sustained"]["max_rate"], naive["find_max_sustained"]["max_rate"]
+        )
         return speedup, basis
     if naive["median"]["errors"]:
         basis = (
-            f"naive server could not sustain {cfg.rate:g} req/s ({naive['median']['errors']} "
-            f"errors over {cfg.runs} runs): no p50 at equal load; use --find-max"
+            f"naive server could not sustain {cfg.naive_rate:g} req/s "
+            f"({naive['median']['errors']} errors over {cfg.runs} runs); use --find-max"
         )
         return None, basis
-    basis = f"p50 latency at {cfg.rate:g} req/s: naive / service (find-max off)"
-    return _ratio(naive["median"]["p50_ms"], service["median"]["p50_ms"]), basis
+    basis = (
+        f"server-side time p50 per request, naive (at {cfg.naive_rate:g} req/s) / service "
+        f"(at {cfg.rate:g} req/s) (find-max off)"
+    )
+    return _ratio(
+        naive["median"]["server_time_p50_ms"], service["median"]["server_time_p50_ms"]
+    ), basis
 
 
 def _max_rate(part: Mapping[str, Any] | None, key: str) -> float | None:
@@ -267,23 +289,40 @@ def run_serve_bench(
     log(f"bare model in-process ({threads} torch threads) ...")
     bare = measure_bare(artifacts, cfg.features, calls, threads=threads, repeats=cfg.bare_repeats)
     log(f"  bare p50 {bare['p50_ms']:.3f} ms")
-    service, naive, generator = _measure_servers(cfg, workload, served, log)
-    return {
+    by_body, naive, generator = _measure_servers(cfg, workload, served, log)
+    service = by_body[cfg.bodies[0]]
+    doc = {
         "benchmark": "serve",
         "machine": machine,
         "command": command,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "stage": cfg.stage,
         "candidates": len(calls[0].candidates),
-        "body_bytes_mean": workload.mean_body_bytes,
+        "catalogue_items": workload.catalogue_items,
+        "body": cfg.bodies[0],
+        "body_bytes_mean": workload.with_body(cfg.bodies[0]).mean_body_bytes,
         "slo_p99_ms": cfg.slo,
         **_headline(cfg, service, naive, bare),
+        "bodies": {
+            body: {
+                "body_bytes_mean": workload.with_body(body).mean_body_bytes,
+                **_headline(cfg, part, naive, bare),
+            }
+            for body, part in by_body.items()
+        },
         "bare": bare,
         "service": service,
+        "service_by_body": by_body,
         "naive": naive,
         "generator_check": generator,
         "seconds": round(time.time() - started, 1),
     }
+    if cfg.find_max:
+        chart = cfg.chart or cfg.out.with_suffix(".png")
+        write_rate_chart(doc, chart)
+        doc["chart"] = str(chart)
+        log(f"wrote {chart}")
+    return doc
 
 
 __all__ = [

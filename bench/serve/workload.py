@@ -5,7 +5,9 @@ without replacement while there are enough items, so a 10,000-candidate request
 over a 10,000-item catalogue is the whole catalogue in random order), and
 context values (e.g. ``hour``, ``device``) from rows of a log split in the same
 directory when one exists (``test``/``valid``/``train.parquet``). Every body is
-serialised once with orjson; the load generator only replays bytes.
+serialised once (``json``: orjson; ``binary``: the KServe/Triton binary tensor
+body of :mod:`service.api.binary`, asking for a binary answer); the load
+generator only replays bytes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow.parquet as pq
+
+from service.api import binary
+
+BODY_FORMATS = ("json", "binary")
 
 STAGE_DEFAULTS = {
     "coarse": {"candidates": 10_000, "top_k": 50, "coarse_top_k": None},
@@ -66,17 +72,61 @@ class RankCall:
             data["coarse_top_k"] = self.coarse_top_k
         return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
 
+    def binary_body(self) -> tuple[bytes, dict[str, str]]:
+        """The binary body (asking for a binary answer) and its HTTP headers."""
+        params: dict[str, Any] = {
+            "user_id": self.user_id,
+            "context": self.context,
+            "stage": self.stage,
+            "top_k": self.top_k,
+        }
+        if self.coarse_top_k is not None:
+            params["coarse_top_k"] = self.coarse_top_k
+        body, length = binary.encode_request(self.candidates, params, binary_output=True)
+        headers = {
+            "Content-Type": binary.MEDIA_TYPE,
+            "Accept": binary.MEDIA_TYPE,
+            "Inference-Header-Content-Length": str(length),
+        }
+        return body, headers
+
 
 @dataclass
 class Workload:
-    """A fixed set of calls replayed round-robin by the load generator."""
+    """A fixed set of calls replayed round-robin by the load generator.
+
+    Attributes:
+        calls: the requests.
+        body_format: ``json`` or ``binary`` (:data:`BODY_FORMATS`).
+        bodies: one serialised body per call.
+        headers: HTTP headers per body (empty: the JSON defaults).
+        catalogue_items: items in the catalogue the candidates were drawn from.
+    """
 
     calls: list[RankCall]
+    body_format: str = "json"
     bodies: list[bytes] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    catalogue_items: int = 0
 
     def __post_init__(self) -> None:
+        if self.body_format not in BODY_FORMATS:
+            raise WorkloadError(
+                f"body format must be one of {BODY_FORMATS}, got {self.body_format!r}"
+            )
         if not self.bodies:
-            self.bodies = [c.body() for c in self.calls]
+            if self.body_format == "binary":
+                pairs = [c.binary_body() for c in self.calls]
+                self.bodies = [b for b, _ in pairs]
+                self.headers = [h for _, h in pairs]
+            else:
+                self.bodies = [c.body() for c in self.calls]
+        if not self.headers:
+            self.headers = [{} for _ in self.bodies]
+
+    def with_body(self, body_format: str) -> Workload:
+        """The same calls serialised as ``body_format``."""
+        return Workload(self.calls, body_format, catalogue_items=self.catalogue_items)
 
     @property
     def mean_body_bytes(self) -> float:
@@ -176,7 +226,14 @@ def build_workload(
                 coarse_top_k=survivors if stage == "cascade" else None,
             )
         )
-    return Workload(calls)
+    return Workload(calls, catalogue_items=len(items))
 
 
-__all__ = ["STAGE_DEFAULTS", "RankCall", "Workload", "WorkloadError", "build_workload"]
+__all__ = [
+    "BODY_FORMATS",
+    "STAGE_DEFAULTS",
+    "RankCall",
+    "Workload",
+    "WorkloadError",
+    "build_workload",
+]

@@ -22,6 +22,7 @@ from pydantic.json_schema import JsonSchemaMode
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from service.api import binary
 from service.api.deps import ServiceState
 from service.api.parsing import RequestError, error, parse_rank_request
 from service.api.schemas import (
@@ -37,6 +38,7 @@ from service.ranking.values import FeatureValueError
 log = logging.getLogger(__name__)
 
 _JSON = "application/json"
+_JSON_TYPE = [(b"content-type", b"application/json")]
 # A worker buffers at most this many body bytes of requests still being read; beyond it
 # new bodies are refused (503), so slow clients cannot hold memory without bound.
 _BUFFERED_BODY_BYTES = 256 * 1024 * 1024
@@ -133,6 +135,7 @@ def process(
     start: float,
     received: float,
     abandoned: Abandoned | None = None,
+    codec: binary.BinaryExchange | None = None,  # binary bodies/answers (service.api.binary)
 ) -> tuple[int, bytes, str]:
     """Parse → rank → serialise one request. Returns ``(status, body, stage label)``.
 
@@ -157,7 +160,7 @@ def process(
     wait_ms = (t - received) * 1e3
     read_ms = (received - start) * 1e3
     try:
-        request_id, query = parse_rank_request(body, settings)
+        request_id, query = (codec.parse if codec else parse_rank_request)(body, settings)
     except RequestError as exc:
         return exc.status, _detail(exc), "invalid"
     parse_ms = (time.perf_counter() - t) * 1e3
@@ -181,7 +184,8 @@ def process(
         log.exception("rank request %s failed", request_id)
         return 500, orjson.dumps({"detail": "internal error"}), query.stage
     result.timing_ms = {"read": read_ms, "queue": wait_ms, "parse": parse_ms, **result.timing_ms}
-    payload = _serialize(request_id, query.stage, result, start)
+    encode = codec.serialize if codec and codec.binary_response else _serialize
+    payload = encode(request_id, query.stage, result, start)
     observe = state.metrics.step_duration
     for step, ms in result.timing_ms.items():
         if step != "total":
@@ -191,16 +195,20 @@ def process(
 
 
 async def _run(
-    state: ServiceState, body: bytes, start: float, receive: Receive
+    state: ServiceState,
+    body: bytes,
+    start: float,
+    receive: Receive,
+    codec: binary.BinaryExchange | None = None,
 ) -> tuple[int, bytes, str]:
     if len(body) <= _INLINE_BODY_BYTES and state.store.kind in _INLINE_STORES:
-        return process(state, body, start, time.perf_counter())
+        return process(state, body, start, time.perf_counter(), None, codec)
     loop = asyncio.get_running_loop()
     abandoned = Abandoned()
     watcher = loop.create_task(_watch_disconnect(receive, abandoned))
     try:
         return await loop.run_in_executor(
-            state.executor, process, state, body, start, time.perf_counter(), abandoned
+            state.executor, process, state, body, start, time.perf_counter(), abandoned, codec
         )
     finally:
         watcher.cancel()
@@ -246,6 +254,7 @@ class RankEndpoint:
         start = time.perf_counter()
         state: ServiceState = scope["app"].state.service
         settings = state.settings
+        codec = binary.negotiate(scope["headers"])  # None: a JSON body and answer
         length = content_type = None
         for name, value in scope["headers"]:
             if name == b"content-length" and length is None:
@@ -260,7 +269,8 @@ class RankEndpoint:
                 close = not await _drain(receive, settings.max_body_bytes)
                 raise _busy(state)
             close = True  # until the whole body is read
-            check_content_type(content_type)
+            if codec is None or not codec.binary_request:
+                check_content_type(content_type)
             try:
                 async with asyncio.timeout(settings.body_timeout_s):
                     body = await _receive_body(state, receive, length, settings.max_body_bytes)
@@ -286,7 +296,7 @@ class RankEndpoint:
             status, payload, stage = exc.status, _detail(exc), "invalid"
         else:
             try:
-                status, payload, stage = await _run(state, body, start, receive)
+                status, payload, stage = await _run(state, body, start, receive, codec)
             finally:
                 state.inflight -= 1
         if status == NOT_ANSWERED:
@@ -294,7 +304,7 @@ class RankEndpoint:
         seconds = _observe(state, stage, status, start)
         headers = [
             (b"content-length", str(len(payload)).encode()),
-            (b"content-type", b"application/json"),
+            *(codec.response_headers(status) if codec else _JSON_TYPE),
             (b"server-timing", f"total;dur={seconds * 1e3:.3f}".encode()),
         ]
         if status == 503:

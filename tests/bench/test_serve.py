@@ -201,6 +201,9 @@ def test_bench_serve_end_to_end_writes_every_key(tiny, tmp_path):
         requests=4,
         bare_repeats=2,
         generator_check_rate=50.0,
+        naive_rate=10.0,
+        bodies=("json", "binary"),
+        min_catalogue=0,
     )
     lines: list[str] = []
     doc = run_serve_bench(cfg, log=lines.append, command="test")
@@ -211,14 +214,26 @@ def test_bench_serve_end_to_end_writes_every_key(tiny, tmp_path):
     assert doc["server_time_ratio_vs_bare"] == pytest.approx(
         doc["server_time_p50_ms"] / doc["bare_p50_ms"]
     )
-    assert doc["speedup_basis"].startswith("p50 latency at 20 req/s")
+    assert doc["speedup_basis"].startswith("server-side time p50 per request, naive (at 10")
+    assert doc["speedup_vs_naive"] == pytest.approx(
+        doc["naive"]["median"]["server_time_p50_ms"] / doc["server_time_p50_ms"]
+    )
     assert doc["naive"]["runs"][0]["server_time_count"] > 0  # x-server-time-ms was read
+    assert doc["naive"]["runs"][0]["requests"] == 10  # 1 s at its own rate
+    # the binary bodies were answered in binary, and their server time read from its header
+    binary_runs = doc["service_by_body"]["binary"]["runs"]
+    assert binary_runs[0]["errors"] == 0 and binary_runs[0]["server_time_count"] == 20
+    assert "coarse_inference" in binary_runs[0]["server_steps_p50_ms"]
+    assert doc["bodies"]["binary"]["body_bytes_mean"] < doc["bodies"]["json"]["body_bytes_mean"]
+    assert doc["catalogue_items"] == sf.N_ITEMS
     null = doc["generator_check"]["median"]
     assert null["errors"] == 0 and null["requests"] == 50  # 1 s at 50/s against the null server
     for key in ("cpu_model", "cores", "torch", "date_utc"):
         assert key in doc["machine"]
     table = format_table(doc)
-    assert "service" in table and "naive" in table and "server_time_ratio_vs_bare" in table
+    assert "svc/json" in table and "svc/binary" in table and "naive" in table
+    assert "server_time_ratio_vs_bare" in table and "binary: " in table
     out.write_bytes(orjson.dumps(doc))  # serialisable as written
     md = render([out])
     assert "| cascade | 1 | 200 | 20 |" in md and "speed-up basis" in md
+    assert "Per body format" in md and "| cascade | 1 | binary |" in md
