@@ -103,8 +103,24 @@ def test_resume_without_checkpoint_or_with_other_model_is_refused(data_dir, tmp_
         train(cfg, data, tmp_path / "run", TrainOptions(resume=True, **QUIET))
     train(cfg, data, tmp_path / "run", TrainOptions(stop_after_steps=2, **QUIET))
     other = tiny_config("light_alone", epochs=1, model={"light_dims": [8]})
-    with pytest.raises(TrainingError, match="other model arguments"):
+    with pytest.raises(TrainingError, match=r"run config differs in \['model'\]"):
         train(other, data, tmp_path / "run", TrainOptions(resume=True, **QUIET))
+
+
+def test_resume_on_other_data_is_refused_before_the_run_files_change(data_dir, tmp_path):
+    cfg = tiny_config("light_alone", epochs=1)
+    data = prepare_data(data_dir, cfg, max_rows=2000)
+    run = tmp_path / "run"
+    train(cfg, data, run, TrainOptions(stop_after_steps=2, **QUIET))
+    before = {name: (run / name).read_bytes() for name in ("config.json", "encoder.json")}
+    # another day's log: other vocabularies and statistics
+    other = prepare_data(write_tiny_data(tmp_path / "other", seed=4), cfg, max_rows=2000)
+    with pytest.raises(TrainingError, match="encodes differently"):
+        train(cfg, other, run, TrainOptions(resume=True, **QUIET))
+    assert {name: (run / name).read_bytes() for name in before} == before
+    # the budget may change on resume: more epochs continue the same run
+    resumed = train(cfg, data, run, TrainOptions(epochs=2, resume=True, **QUIET))
+    assert not resumed.interrupted
 
 
 def test_nan_loss_stops_with_the_step_and_the_term(data_dir, tmp_path):
