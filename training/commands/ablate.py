@@ -29,7 +29,8 @@ from training.ablate.run import run_ablation
 from training.ablate.stats import StatsError
 from training.ablate.tune import sampler_message
 from training.ablate.variants import VARIANTS, load_variant_overrides
-from training.config import ConfigError, load_config
+from training.commands.overrides import add_set_argument, load_config_with_overrides
+from training.config import ConfigError
 from training.data.prepare import prepare_data
 from training.data.schema import SchemaError
 from training.loop.checkpoint import CheckpointError
@@ -45,6 +46,7 @@ def _positive(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="base run config YAML")
+    add_set_argument(parser)
     parser.add_argument("--data", required=True, type=Path, help="data directory (with schema)")
     parser.add_argument("--out", required=True, type=Path, help="report directory (created)")
     parser.add_argument(
@@ -96,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.config)
+        cfg = load_config_with_overrides(args.config, args.set)
         overrides = load_variant_overrides(args.variant_config, cfg) if args.variant_config else {}
         options = TrainOptions(
             epochs=args.epochs,

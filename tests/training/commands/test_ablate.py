@@ -33,6 +33,19 @@ def test_a_bad_variant_config_fails_before_any_data_is_read(
     assert not (tmp_path / "abl").exists()
 
 
+def test_set_overrides_are_validated_before_any_data_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main([
+        "ablate", "--config", str(_config(tmp_path)), "--data", str(tmp_path / "no-data"),
+        "--out", str(tmp_path / "abl"), "--set", "optim.epoch=3",
+    ])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "optim.epoch" in err and "--set" in err
+    assert not (tmp_path / "abl").exists()
+
+
 def test_seeds_must_be_positive(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["ablate", "--config", "c.yaml", "--data", "d", "--out", "o", "--seeds", "0"])
@@ -51,12 +64,15 @@ def test_seeds_overrides_and_reuse_through_the_cli(
     args = [
         "ablate", "--config", str(_config(tmp_path)), "--data", str(data), "--out", str(out),
         "--variants", "light_alone", "pfd", "--seeds", "2", "--n-boot", "50", "--no-progress",
+        "--set", "optim.lr_dense=0.002",
     ]  # fmt: skip
     assert main([*args, "--variant-config", str(overrides)]) == 0
     printed = capsys.readouterr().out
     assert "Δ vs light_alone" in printed and "| pfd |" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["seeds"] == [0, 1]
+    stored = json.loads((out / "light_alone" / "seed0" / "config.json").read_text())
+    assert stored["optim"]["lr_dense"] == 0.002  # --set reaches every variant's run
     pfd = next(r for r in report["rows"] if r["variant"] == "pfd")
     assert pfd["delta_vs_light_alone"]["n_seeds"] == 2
     assert "λ=0.7" in pfd["settings"]
