@@ -16,6 +16,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from tests.helpers.deploy import ROOT
+from tests.helpers.repo import IN_CI
 
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -39,6 +40,8 @@ def _fake_venv(tmp_path: Path, index_reachable: bool) -> tuple[Path, Path]:
 
 def _run_install(tmp_path: Path, index_reachable: bool) -> list[str]:
     if shutil.which("make") is None:
+        if IN_CI:
+            pytest.fail("make is not installed (the README's commands need it)")
         pytest.skip("make is not installed")
     venv, log = _fake_venv(tmp_path, index_reachable)
     # Copies, so the sentinel files the rule depends on are older than the target.

@@ -12,6 +12,8 @@ from tests.helpers.deploy import DEPLOY, ROOT, k8s_manifests
 
 K8S = DEPLOY / "k8s"
 WORKLOADS = [(path, doc) for path, doc in k8s_manifests() if doc["kind"] == "Deployment"]
+# the workloads whose manifest says they run in the Guaranteed QoS class
+GUARANTEED = [(path, doc) for path, doc in WORKLOADS if "Guaranteed" in path.read_text()]
 
 
 def _quantity(value: str | int | float) -> float:
@@ -56,11 +58,14 @@ def test_qos_rule_on_known_cases() -> None:
     assert qos_class({"containers": [{}]}) == "BestEffort"
 
 
-@pytest.mark.parametrize(("path", "doc"), WORKLOADS, ids=[p.name for p, _ in WORKLOADS])
+def test_the_service_deployment_claims_guaranteed_qos() -> None:
+    assert any(path.name == "deployment.yaml" for path, _ in GUARANTEED), [
+        p.name for p, _ in WORKLOADS
+    ]
+
+
+@pytest.mark.parametrize(("path", "doc"), GUARANTEED, ids=[p.name for p, _ in GUARANTEED])
 def test_a_workload_said_to_be_guaranteed_is(path, doc) -> None:
-    text = path.read_text()
-    if "Guaranteed" not in text:
-        pytest.skip(f"{path.name} claims no QoS class")
     assert qos_class(doc["spec"]["template"]["spec"]) == "Guaranteed", path.name
 
 
