@@ -29,6 +29,7 @@ from tests.helpers.net import free_port
 from tests.helpers.repo import ROOT
 from training.distill import LossTerms
 from training.loop.distributed import DistContext, shard_bounds
+from training.loop.launch import torchrun_prefix
 
 # Launched as a module (``-m``), never by path: run as a script, this folder would come
 # first on sys.path and its models.py / service.py would shadow the real packages.
@@ -63,22 +64,7 @@ def _gloo_entry(rank: int, fn: Any, world_size: int, port: int, args: tuple[Any,
 
 def run_torchrun(nproc: int, argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
     """``python -m torch.distributed.run --nproc-per-node N <argv>`` on a free port."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc-per-node",
-        str(nproc),
-        "--rdzv-backend",
-        "c10d",
-        "--rdzv-endpoint",
-        f"127.0.0.1:{free_port()}",
-        "--max-restarts",
-        "0",
-        *argv,
-    ]
+    cmd = [*torchrun_prefix(nproc), *argv]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False

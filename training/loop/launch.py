@@ -59,10 +59,11 @@ def forwarded_argv(args: argparse.Namespace) -> list[str]:
     return argv
 
 
-def torchrun_command(
-    nproc: int, worker_argv: Sequence[str], *, port: int | None = None
-) -> list[str]:
-    """``python -m torch.distributed.run ... -m rocketrank.cli train <worker_argv>``."""
+def torchrun_prefix(nproc: int, port: int | None = None) -> list[str]:
+    """``python -m torch.distributed.run`` for ``nproc`` local workers on a free port.
+
+    The worker's own ``-m MODULE ...`` follows it.
+    """
     if nproc < 1:
         raise ValueError(f"--nproc must be >= 1, got {nproc}")
     port = port or free_port()
@@ -80,11 +81,14 @@ def torchrun_command(
         f"127.0.0.1:{port}",
         "--max-restarts",
         "0",
-        "-m",
-        "rocketrank.cli",
-        "train",
-        *worker_argv,
     ]
+
+
+def torchrun_command(
+    nproc: int, worker_argv: Sequence[str], *, port: int | None = None
+) -> list[str]:
+    """``python -m torch.distributed.run ... -m rocketrank.cli train <worker_argv>``."""
+    return [*torchrun_prefix(nproc, port), "-m", "rocketrank.cli", "train", *worker_argv]
 
 
 def launch(nproc: int, args: argparse.Namespace, *, threads: int | None = None) -> int:
