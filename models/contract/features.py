@@ -548,10 +548,26 @@ def _fit_numeric(x: np.ndarray, spec: FeatureSpec) -> dict[str, Any]:
         finite = np.log1p(np.clip(finite, 0.0, None))
     mean = float(finite.mean()) if len(finite) else 0.0
     std = float(finite.std()) if len(finite) else 1.0
+    return numeric_stats(spec, mean, std, finite)
+
+
+def numeric_stats(
+    spec: FeatureSpec, mean: float, std: float, quantile_values: np.ndarray
+) -> dict[str, Any]:
+    """The encoder's stats of one numeric feature from its fitted moments.
+
+    Args:
+        spec: the feature.
+        mean, std: of the (transformed) finite values.
+        quantile_values: float ``[M]`` the bucket boundaries are taken from
+            (all finite values, or a sample of them when fitted in chunks).
+    """
     stats: dict[str, Any] = {"mean": mean, "std": std if std > 1e-12 else 1.0}
     if spec.transform is Transform.BUCKETIZE:
         qs = np.linspace(0, 1, spec.num_buckets + 1)[1:-1]
-        bounds = np.unique(np.quantile(finite, qs)) if len(finite) else np.zeros(0)
+        bounds = (
+            np.unique(np.quantile(quantile_values, qs)) if len(quantile_values) else np.zeros(0)
+        )
         stats["boundaries"] = bounds.tolist()
     if spec.default is not None:
         raw_default = float(spec.default)

@@ -42,6 +42,7 @@ from models.contract.features import (
     FeatureType,
     Transform,
     Vocabulary,
+    numeric_stats,
 )
 from training.data.encoding import _nullable_ints
 from training.data.schema import Schema
@@ -236,20 +237,8 @@ class EncoderFitter:
         m = self._moments[spec.name]
         mean = m.mean if m.n else 0.0
         std = math.sqrt(m.m2 / m.n) if m.n else 1.0
-        stats: dict[str, Any] = {"mean": mean, "std": std if std > 1e-12 else 1.0}
-        if spec.transform is Transform.BUCKETIZE:
-            sample = self._samples[spec.name].values
-            qs = np.linspace(0, 1, spec.num_buckets + 1)[1:-1]
-            bounds = np.unique(np.quantile(sample, qs)) if len(sample) else np.zeros(0)
-            stats["boundaries"] = bounds.tolist()
-        if spec.default is not None:
-            raw_default = float(spec.default)
-            if spec.transform in (Transform.LOG1P, Transform.LOG1P_STANDARDIZE):
-                raw_default = float(np.log1p(max(raw_default, 0.0)))
-            stats["impute"] = raw_default
-        else:
-            stats["impute"] = mean
-        return stats
+        sample = self._samples[spec.name].values if spec.transform is Transform.BUCKETIZE else []
+        return numeric_stats(spec, mean, std, np.asarray(sample, dtype=np.float64))
 
 
 __all__ = ["SAMPLE_ROWS", "EncoderFitter", "vocabulary_values"]
