@@ -32,6 +32,7 @@ from models.contract.artifact import ArtifactError
 from models.contract.repository import RepositoryError
 
 
+# Long (~85 lines): one add_argument per option, in the order --help lists them.
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", type=Path, required=True, help="model repository")
     parser.add_argument(
