@@ -31,7 +31,7 @@ Outputs in ``DIR``: ``DIR/<variant>/seed<s>/`` (the trainer's run layout plus
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,112 @@ def tune_variants(
     return results
 
 
+def _epochs_into_config(cfg: RunConfig, options: TrainOptions) -> tuple[RunConfig, TrainOptions]:
+    """Moves ``options.epochs`` into ``cfg.optim.epochs`` (so tuning and overrides can set it)."""
+    if options.epochs:
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, epochs=options.epochs))
+        options = dataclasses.replace(options, epochs=None)
+    return cfg, options
+
+
+def _tuned_configs(
+    configs: Mapping[Variant, RunConfig],
+    data: PreparedData,
+    out_dir: Path,
+    options: TrainOptions,
+    budget: int,
+    *,
+    seed: int,
+    reuse: bool,
+) -> tuple[dict[Variant, RunConfig], dict[Variant, TuneResult]]:
+    """Tunes every variant of ``configs`` and applies each one's chosen values to its config."""
+    tuning = tune_variants(configs, data, out_dir, options, budget, seed=seed, reuse=reuse)
+    tuned = {
+        v: apply_overrides(c, tuning[v].overrides, f"tuned values of {v.value}")
+        for v, c in configs.items()
+    }
+    return tuned, tuning
+
+
+def _train_seeds(
+    configs: Mapping[Variant, RunConfig],
+    to_train: Sequence[Variant],
+    data: PreparedData,
+    out_dir: Path,
+    options: TrainOptions,
+    seed_values: Sequence[int],
+    reuse: bool,
+) -> dict[Variant, list[RunOutcome]]:
+    """Trains and scores every variant of ``to_train`` at every seed, seed by seed.
+
+    ``two_stage_kd`` of seed ``s`` distils ``booster_alone``'s run of the same seed.
+    """
+    outcomes: dict[Variant, list[RunOutcome]] = {v: [] for v in to_train}
+    for s, seed in enumerate(seed_values):
+        for variant in to_train:
+            teacher_dir = None
+            if variant is Variant.TWO_STAGE_KD:
+                teacher_dir = run_dir_of(out_dir, Variant.BOOSTER_ALONE, s)
+            outcomes[variant].append(
+                run_one(
+                    dataclasses.replace(configs[variant], seed=seed),
+                    data,
+                    run_dir_of(out_dir, variant, s),
+                    options,
+                    teacher_dir=teacher_dir,
+                    reuse=reuse,
+                )
+            )
+    return outcomes
+
+
+def _summary_rows(
+    outcomes: Mapping[Variant, list[RunOutcome]],
+    to_train: Sequence[Variant],
+    wanted: Sequence[Variant],
+    seed_values: Sequence[int],
+    configs: Mapping[Variant, RunConfig],
+    *,
+    n_boot: int,
+    bootstrap_seed: int,
+) -> list[dict[str, Any]]:
+    """The report's rows: one per variant asked for, from every trained variant's runs."""
+    # two-stage KD's row counts its teacher's training time, so keep booster_alone's
+    # runs even when only two_stage_kd was asked for; the row itself is left out
+    summary_input = {v: outcomes[v] for v in to_train}
+    rows = summarise(
+        summary_input,
+        seed_values,
+        {v: describe_settings(c) for v, c in configs.items()},
+        n_boot=n_boot,
+        bootstrap_seed=bootstrap_seed,
+    )
+    return [r for r in rows if Variant(r["variant"]) in wanted]
+
+
+def _bootstrap_section(n_boot: int, bootstrap_seed: int, seeds: int) -> dict[str, Any]:
+    """The report's ``bootstrap`` entry: how every interval was resampled."""
+    return {
+        "n_boot": n_boot,
+        "seed": bootstrap_seed,
+        "level": LEVEL,
+        "unit": "test request (the split's group column)",
+        "seeds_resampled": seeds > 1,
+    }
+
+
+def _tuning_section(tuning: Mapping[Variant, TuneResult], budget: int) -> dict[str, Any] | None:
+    """The report's ``tuning`` entry; None without tuning."""
+    if not tuning:
+        return None
+    return {
+        "budget": budget,
+        "sampler": sampler_name(),
+        "selected_on": "validation AUC of the trained net (light; booster for booster_alone)",
+        "variants": {v.value: t.to_dict() for v, t in tuning.items()},
+    }
+
+
 def run_ablation(
     cfg: RunConfig,
     data: PreparedData,
@@ -151,10 +257,7 @@ def run_ablation(
     """
     if seeds < 1:
         raise TrainingError(f"--seeds must be ≥ 1, got {seeds}")
-    options = options or TrainOptions()
-    if options.epochs:
-        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, epochs=options.epochs))
-        options = dataclasses.replace(options, epochs=None)
+    cfg, options = _epochs_into_config(cfg, options or TrainOptions())
     if data.test is None or not len(data.test):
         raise TrainingError("the ablation needs a test split (test.parquet) to compare variants on")
     out_dir = Path(out_dir)
@@ -165,64 +268,25 @@ def run_ablation(
 
     tuning: dict[Variant, TuneResult] = {}
     if tune_budget:
-        tuning = tune_variants(
+        configs, tuning = _tuned_configs(
             configs, data, out_dir / "tune", options, tune_budget,
             seed=cfg.seed, reuse=reuse_finished,
         )  # fmt: skip
-        configs = {
-            v: apply_overrides(c, tuning[v].overrides, f"tuned values of {v.value}")
-            for v, c in configs.items()
-        }
 
     seed_values = [cfg.seed + s for s in range(seeds)]
-    outcomes: dict[Variant, list[RunOutcome]] = {v: [] for v in to_train}
-    for s, seed in enumerate(seed_values):
-        for variant in to_train:
-            teacher_dir = None
-            if variant is Variant.TWO_STAGE_KD:
-                teacher_dir = run_dir_of(out_dir, Variant.BOOSTER_ALONE, s)
-            outcomes[variant].append(
-                run_one(
-                    dataclasses.replace(configs[variant], seed=seed),
-                    data,
-                    run_dir_of(out_dir, variant, s),
-                    options,
-                    teacher_dir=teacher_dir,
-                    reuse=reuse_finished,
-                )
-            )
+    outcomes = _train_seeds(configs, to_train, data, out_dir, options, seed_values, reuse_finished)
 
-    # two-stage KD's row counts its teacher's training time, so keep booster_alone's
-    # runs even when only two_stage_kd was asked for; the row itself is left out
-    summary_input = {v: outcomes[v] for v in to_train}
-    rows = summarise(
-        summary_input,
-        seed_values,
-        {v: describe_settings(c) for v, c in configs.items()},
-        n_boot=n_boot,
-        bootstrap_seed=bootstrap_seed,
-    )
-    rows = [r for r in rows if Variant(r["variant"]) in wanted]
+    rows = _summary_rows(
+        outcomes, to_train, wanted, seed_values, configs,
+        n_boot=n_boot, bootstrap_seed=bootstrap_seed,
+    )  # fmt: skip
     report = {
         "format": 2,
         "seeds": seed_values,
-        "bootstrap": {
-            "n_boot": n_boot,
-            "seed": bootstrap_seed,
-            "level": LEVEL,
-            "unit": "test request (the split's group column)",
-            "seeds_resampled": seeds > 1,
-        },
+        "bootstrap": _bootstrap_section(n_boot, bootstrap_seed, seeds),
         "configs": {v.value: c.to_dict() for v, c in configs.items() if v in wanted},
         "variant_overrides": {v.value: o for v, o in overrides.items()},
-        "tuning": None
-        if not tuning
-        else {
-            "budget": tune_budget,
-            "sampler": sampler_name(),
-            "selected_on": "validation AUC of the trained net (light; booster for booster_alone)",
-            "variants": {v.value: t.to_dict() for v, t in tuning.items()},
-        },
+        "tuning": _tuning_section(tuning, tune_budget),
         "rows": rows,
     }
     return write_report(report, out_dir, cfg, data)

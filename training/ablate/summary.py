@@ -4,7 +4,7 @@ For each variant, over the seeds ``s = 0..S-1`` (model init and data order;
 the data fixed), from ``test_scores.npz`` of each run:
 
 * ``light_auc`` — mean ± Student-t 95% interval of the per-seed test AUC
-  (:func:`training.ablate.stats.mean_ci`; no interval with one seed);
+  (:func:`training.ablate.t_interval.mean_ci`; no interval with one seed);
 * ``light_auc_bootstrap`` — the hierarchical bootstrap interval of the same
   mean (:func:`~training.ablate.stats.auc_interval`: requests and seeds
   resampled; with one seed it covers test sampling only);
@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from training.ablate.auc import weighted_auc
 from training.ablate.runs import RunOutcome
-from training.ablate.stats import auc_interval, mean_ci, paired_difference, weighted_auc
+from training.ablate.stats import auc_interval, paired_difference
+from training.ablate.t_interval import mean_ci
 from training.distill import Variant
 from training.evaluate import gap_closed
 

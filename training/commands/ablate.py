@@ -25,8 +25,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from training.ablate.auc import StatsError
 from training.ablate.run import run_ablation
-from training.ablate.stats import StatsError
 from training.ablate.tune import sampler_message
 from training.ablate.variants import VARIANTS, load_variant_overrides
 from training.commands.overrides import add_set_argument, load_config_with_overrides

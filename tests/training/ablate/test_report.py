@@ -10,16 +10,12 @@ import pytest
 
 from models.provenance import json_safe
 from tests.helpers.trainer import tiny_config, write_tiny_data
+from training.ablate.auc import weighted_auc
 from training.ablate.report import ONE_SEED_NOTE, format_markdown, format_runs
 from training.ablate.run import run_ablation
 from training.ablate.runs import SCORES_FILE, RunScores
-from training.ablate.stats import (
-    auc_interval,
-    describe_gain,
-    mean_ci,
-    paired_difference,
-    weighted_auc,
-)
+from training.ablate.stats import auc_interval, describe_gain, paired_difference
+from training.ablate.t_interval import mean_ci
 from training.ablate.variants import VARIANTS, applicable_variants
 from training.data.prepare import prepare_data
 from training.distill import Variant

@@ -8,22 +8,22 @@ import math
 import numpy as np
 import pytest
 
-from training.ablate.stats import (
-    AUCInterval,
-    MeanCI,
-    PairedDifference,
+from training.ablate.auc import (
     StatsError,
-    auc_interval,
-    describe_gain,
     group_bootstrap_counts,
     group_bootstrap_weights,
     group_index,
-    mean_ci,
-    paired_difference,
     replicate_aucs,
-    t_quantile,
     weighted_auc,
 )
+from training.ablate.stats import (
+    AUCInterval,
+    PairedDifference,
+    auc_interval,
+    describe_gain,
+    paired_difference,
+)
+from training.ablate.t_interval import MeanCI, mean_ci, t_quantile
 from training.evaluate import auc
 
 # ----------------------------------------------------------------- references and fixtures

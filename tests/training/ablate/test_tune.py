@@ -10,9 +10,7 @@ import pytest
 
 from tests.helpers.trainer import tiny_config, write_tiny_data
 from training.ablate import tune
-from training.ablate.run import run_ablation, tune_variants
-from training.ablate.runs import RunOutcome
-from training.ablate.tune import (
+from training.ablate.knobs import (
     EPOCHS,
     LR_DENSE,
     LR_SPARSE,
@@ -20,13 +18,13 @@ from training.ablate.tune import (
     ROCKET_GAMMA,
     TEMPERATURE,
     WARMUP_EPOCHS,
-    choose,
     current_values,
     knob_overrides,
     search_space,
-    trial_runner,
-    tune_variant,
 )
+from training.ablate.run import run_ablation, tune_variants
+from training.ablate.runs import RunOutcome
+from training.ablate.tune import choose, trial_runner, tune_variant
 from training.ablate.variants import apply_overrides, variant_config
 from training.data.prepare import prepare_data
 from training.distill import Schedule, Variant
