@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from service.api import admin, health, rank
+from service.api import admin, health, rank, rank_openapi
 from service.lifecycle import lifespan_for
 from service.settings import Settings, load_settings
 
@@ -27,7 +27,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
-        operation, models = rank.openapi_operation()
+        operation, models = rank_openapi.openapi_operation()
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for model, mode in models:
             model_schema = model.model_json_schema(

@@ -33,7 +33,8 @@ from models.contract.artifact import ArtifactError, load_artifact
 from models.contract.repository import BrokenPointerError, ModelRepository, RepositoryError
 from service.feature_store.base import FeatureStore
 from service.metrics import ServiceMetrics
-from service.ranking.stages import Stage, stage_class
+from service.ranking.stage_base import Stage
+from service.ranking.stages import stage_class
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Ranking a request: preprocess → inference (under ``torch.inference_mode()``) →
 postprocess, each step timed.
 
-A request runs through a cascade: a list of :class:`~service.ranking.stages.Stage`
+A request runs through a cascade: a list of :class:`~service.ranking.stage_base.Stage`
 objects, each scoring the previous one's survivors and keeping its best ``k``.
 """
 
@@ -16,7 +16,7 @@ import torch
 
 from service.feature_store.base import FeatureStore, UserLookup
 from service.metrics import ServiceMetrics
-from service.ranking.stages import Stage
+from service.ranking.stage_base import Stage
 from service.ranking.timing import timed
 
 # The `stage` of a rank request -> the model roles it runs, in cascade order.
