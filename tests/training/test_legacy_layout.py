@@ -20,8 +20,9 @@ import torch
 from models.contract.artifact import load_artifact
 from tests.helpers.repo import ROOT
 from training.config import RunConfig
+from training.data.data_dir import find_data_files
 from training.data.prepare import prepare_data
-from training.data.readers import find_data_files, read_columns
+from training.data.readers import read_columns
 from training.data.schema import load_schema
 from training.evaluate import auc
 from training.export.parity import held_out_rows

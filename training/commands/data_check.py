@@ -28,8 +28,9 @@ from models.contract.features import (
     FeatureEncoder,
     FeatureType,
 )
+from training.data.data_dir import find_data_files, resolve_schema
 from training.data.encoding import encode_features
-from training.data.readers import DataReadError, find_data_files, resolve_schema
+from training.data.readers import DataReadError
 from training.data.schema import Schema, SchemaError
 from training.data.validate import ValidationReport
 from training.data.validate_stream import check_streaming

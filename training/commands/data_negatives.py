@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from training.data.data_dir import find_data_files, resolve_schema
 from training.data.negatives import item_catalogue, sample_negatives
-from training.data.readers import DataReadError, find_data_files, resolve_schema
+from training.data.readers import DataReadError
 from training.data.schema import SchemaError
 
 _PROG = "rocketrank data negatives"

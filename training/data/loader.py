@@ -34,11 +34,12 @@ from typing import Any
 
 from models.contract import features as contract_features
 from models.contract.features import EncodeReport, FeatureEncoder
+from training.data import data_dir as data_dir_module
 from training.data import dataset as dataset_module
 from training.data import encoding as encoding_module
 from training.data import readers as readers_module
+from training.data.data_dir import DataFiles, find_data_files, read_data_dir, resolve_schema
 from training.data.dataset import EncodedSplit, encode_split, fit_encoder
-from training.data.readers import DataFiles, find_data_files, read_data_dir, resolve_schema
 from training.data.schema import Schema
 from training.data.shuffle import CHUNK_ROWS
 from training.data.source import file_stamps
@@ -143,7 +144,13 @@ def load_dataset(
 def code_fingerprint() -> str:
     """Hash of the source that decides encoded values, so code changes re-encode."""
     digest = hashlib.sha256()
-    for module in (contract_features, readers_module, encoding_module, dataset_module):
+    for module in (
+        contract_features,
+        readers_module,
+        data_dir_module,
+        encoding_module,
+        dataset_module,
+    ):
         digest.update(Path(module.__file__ or "").read_bytes())
     return digest.hexdigest()
 

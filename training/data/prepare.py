@@ -16,9 +16,10 @@ import torch
 from training.config import RunConfig
 from training.data.dataset import EncodedSplit
 from training.data.loader import Dataset, load_dataset
+from training.data.rank_shard import RankShard
 from training.data.shuffle import CHUNK_ROWS
 from training.data.stream_prepare import StreamedDataset, open_streaming
-from training.data.streaming import RankShard, StreamingSplit
+from training.data.streaming import StreamingSplit
 from training.loop.errors import TrainingError
 
 
@@ -66,7 +67,7 @@ def prepare_data(
         cache: reuse the data layer's encoded-split cache.
         rank: ``(rank, world_size)`` under torchrun: with streaming, each rank
             reads only its own chunks of the training split
-            (:class:`training.data.streaming.RankShard`; the trainer must then
+            (:class:`training.data.rank_shard.RankShard`; the trainer must then
             not slice the batches again). Default: every rank reads every batch.
     """
     if max_rows is not None and max_rows <= 0:

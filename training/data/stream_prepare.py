@@ -29,17 +29,22 @@ from typing import Any
 
 from models.contract import features as contract_features
 from models.contract.features import EncodeReport, FeatureEncoder
+from training.data import chunk_cache as chunk_cache_module
+from training.data import column_checks as column_checks_module
+from training.data import data_dir as data_dir_module
 from training.data import dataset as dataset_module
 from training.data import encoding as encoding_module
 from training.data import fit as fit_module
+from training.data import rank_shard as rank_shard_module
 from training.data import readers as readers_module
 from training.data import source as source_module
 from training.data import streaming as streaming_module
 from training.data import validate as validate_module
 from training.data import validate_stream as validate_stream_module
+from training.data.data_dir import DataFiles, find_data_files, resolve_schema
 from training.data.dataset import EncodedSplit, encode_split
 from training.data.loader import CACHE_DIR_NAME, load_dataset
-from training.data.readers import DataFiles, find_data_files, read_columns, resolve_schema
+from training.data.readers import read_columns
 from training.data.schema import Schema
 from training.data.source import SplitSource, file_stamps
 from training.data.streaming import StreamingSplit
@@ -52,12 +57,16 @@ _FORMAT = 1
 _CODE = (
     contract_features,
     readers_module,
+    data_dir_module,
     encoding_module,
     dataset_module,
     source_module,
     fit_module,
     streaming_module,
+    chunk_cache_module,
+    rank_shard_module,
     validate_module,
+    column_checks_module,
     validate_stream_module,
 )
 

@@ -21,14 +21,12 @@ read back by later epochs and runs instead of decoding and encoding the
 Parquet rows again: the encoded-split cache, chunk by chunk.
 
 :meth:`StreamingSplit.for_rank` gives one torchrun rank its own share of the
-chunks (see :class:`RankShard`).
+chunks (see :class:`training.data.rank_shard.RankShard`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -38,11 +36,13 @@ import torch
 from torch import Tensor
 
 from models.contract.features import EncodeReport, FeatureEncoder
+from training.data.chunk_cache import load_chunk, save_chunk
+from training.data.data_dir import find_data_files
 from training.data.dataset import Batch, EncodedColumns, _int_ids, encode_columns
+from training.data.rank_shard import RankShard
 from training.data.readers import (
     Columns,
     DataReadError,
-    find_data_files,
     join_side_tables,
     read_columns,
     table_to_columns,
@@ -50,8 +50,6 @@ from training.data.readers import (
 from training.data.schema import Schema
 from training.data.shuffle import CHUNK_ROWS, chunk_plan
 from training.data.source import SourceError, SplitSource
-
-_CHUNK_FORMAT = 1
 
 
 def chunk_ranges(n_rows: int, chunk_rows: int) -> list[tuple[int, int]]:
@@ -230,13 +228,13 @@ class StreamingSplit:
         cached = self._cache_path(chunk)
         if cached is not None and report is None and cached.is_file():
             with contextlib.suppress(Exception):  # a corrupt chunk is re-encoded
-                return _load_chunk(cached)
+                return load_chunk(cached)
         start = chunk * self.chunk_rows
         stop = min(start + self.chunk_rows, self.n_source_rows)
         encoded = encode_columns(self.schema, self.encoder, self.read_columns(start, stop), report)
         pa.default_memory_pool().release_unused()  # the chunk's Arrow buffers are gone
         if cached is not None:
-            _save_chunk(cached, encoded)
+            save_chunk(cached, encoded)
         return encoded
 
     def _cache_path(self, chunk: int) -> Path | None:
@@ -331,107 +329,4 @@ def _rebatch(blocks: Iterator[tuple[EncodedColumns, Tensor]], batch_size: int) -
         yield pending.to_batch()
 
 
-class RankShard:
-    """One torchrun rank's own chunks of a streamed split: no rank reads the whole log.
-
-    In epoch ``e`` the chunk at position ``i`` of the epoch's chunk plan (a
-    function of ``(seed, e)``, the same on every rank) belongs to rank
-    ``i mod world_size``; the assignment is deterministic in
-    ``(rank, world_size, seed, epoch)`` and every row is read by exactly one
-    rank. Every rank yields the same number of batches per epoch,
-    ``ceil(len(split) / batch_size)`` (so collectives line up), each rank
-    splitting its epoch's rows into that many consecutive local batches of
-    near-equal size (an empty one when it has no rows left). The union of the
-    ranks' local batches of one step is a global batch of about ``batch_size``
-    rows of the shuffled epoch — the same distribution as one process, not the
-    same rows, so a run sharded this way is statistically, not bitwise, the
-    single-process run.
-
-    ``num_batches`` is the *global* step count; the trainer must not slice
-    these batches again (``rank_local`` is true).
-    """
-
-    rank_local = True
-
-    def __init__(self, split: StreamingSplit, rank: int, world_size: int) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world of size {world_size}")
-        self.split, self.rank, self.world_size = split, rank, world_size
-
-    def __len__(self) -> int:
-        """Rows of the whole split (all ranks)."""
-        return len(self.split)
-
-    def num_batches(self, batch_size: int) -> int:
-        return self.split.num_batches(batch_size)
-
-    def mine(self, position: int) -> bool:
-        """True when the chunk at this plan position belongs to this rank."""
-        return position % self.world_size == self.rank
-
-    def local_rows(self, shuffle: bool, seed: int, epoch: int) -> int:
-        """Rows this rank reads in an epoch (from the kept mask; no data read)."""
-        keep = self.split.kept()
-        total = 0
-        for position, (chunk, perm) in enumerate(self.split._chunks(shuffle, seed, epoch)):
-            if self.mine(position):
-                start = chunk * self.split.chunk_rows
-                total += len(perm) if keep is None else int(keep[start : start + len(perm)].sum())
-        return total
-
-    def iter_batches(
-        self, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0
-    ) -> Iterator[Batch]:
-        """This rank's ``num_batches(batch_size)`` local batches of an epoch."""
-        steps = self.num_batches(batch_size)
-        rows = self.local_rows(shuffle, seed, epoch)
-        sizes = [rows // steps + (k < rows % steps) for k in range(steps)] if steps else []
-        blocks = self.split.iter_rows(shuffle, seed, epoch, chunks=self.mine)
-        pending: EncodedColumns | None = None
-        for size in sizes:
-            while pending is None or len(pending) < size:
-                block = next(blocks, None)
-                if block is None:
-                    break
-                pending = block if pending is None else EncodedColumns.concat([pending, block])
-            if pending is None:  # no rows at all on this rank: empty local batches
-                pending = self.split.encode_chunk(0).take(torch.zeros(0, dtype=torch.int64))
-            yield pending.take(torch.arange(size, dtype=torch.int64)).to_batch()
-            pending = pending.take(torch.arange(size, len(pending), dtype=torch.int64))
-
-
-# --------------------------------------------------------------------------- chunk cache
-
-
-def _save_chunk(path: Path, rows: EncodedColumns) -> None:
-    blob = {
-        "format": _CHUNK_FORMAT,
-        "features": rows.features,
-        "labels": rows.labels,
-        "group": rows.group,
-        "user": rows.user,
-    }
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    except OSError:  # read-only data directories still stream
-        return
-    os.close(fd)
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    except OSError:
-        pass
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _load_chunk(path: Path) -> EncodedColumns:
-    blob = torch.load(path, weights_only=True)
-    if blob.get("format") != _CHUNK_FORMAT:
-        raise ValueError(f"{path}: unsupported chunk format {blob.get('format')!r}")
-    return EncodedColumns(blob["features"], blob["labels"], blob["group"], blob["user"])
-
-
-__all__ = ["RankShard", "StreamingSplit", "chunk_ranges"]
+__all__ = ["StreamingSplit", "chunk_ranges"]

@@ -28,11 +28,12 @@ import numpy as np
 import pyarrow as pa
 
 from models.contract.features import OOV_INDEX, PAD_INDEX, Encoding, FeatureEncoder, FeatureType
+from training.data.column_checks import null_mask
+from training.data.data_dir import DataFiles
 from training.data.encoding import encode_features
 from training.data.fit import SAMPLE_ROWS, EncoderFitter
 from training.data.readers import (
     Columns,
-    DataFiles,
     join_side_tables,
     read_columns,
     read_table,
@@ -48,7 +49,6 @@ from training.data.validate import (
     ValidationReport,
     _check_side_table,
     _id_kind,
-    null_mask,
     validate_split,
 )
 

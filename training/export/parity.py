@@ -65,8 +65,9 @@ def held_out_rows(run: TrainedRun, rows: int) -> ParityRows | None:
     or ``None`` when the run's data directory or test split is unavailable."""
     if run.data_dir is None or not run.data_dir.is_dir():
         return None
+    from training.data.data_dir import find_data_files
     from training.data.dataset import encode_split
-    from training.data.readers import find_data_files, read_columns
+    from training.data.readers import read_columns
 
     files = find_data_files(run.data_dir)
     if "test" not in files.splits or files.schema is None:

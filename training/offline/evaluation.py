@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from training.data.readers import DataReadError, find_data_files, read_columns, resolve_schema
+from training.data.data_dir import find_data_files, resolve_schema
+from training.data.readers import DataReadError, read_columns
 from training.data.schema import Schema
 from training.evaluate import evaluate_scores
 from training.offline.model_ref import load_verified

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from models.contract.features import Side
-from training.data.readers import DataReadError, find_data_files, read_columns, resolve_schema
+from training.data.data_dir import find_data_files, resolve_schema
+from training.data.readers import DataReadError, read_columns
 
 STAGES = ("coarse", "fine", "cascade")
 

@@ -12,11 +12,12 @@ import yaml
 
 from tests.helpers.data import SCHEMA, make_log, write_frame
 from training.config import RunConfig
+from training.data.data_dir import find_data_files
 from training.data.encoding import fit_encoder
 from training.data.fit import EncoderFitter
 from training.data.loader import load_dataset
 from training.data.prepare import prepare_data
-from training.data.readers import find_data_files, read_columns
+from training.data.readers import read_columns
 from training.data.schema import Schema
 from training.data.source import SplitSource
 from training.data.streaming import StreamingSplit
@@ -206,7 +207,7 @@ def test_rank_shards_split_every_epoch_between_the_ranks(tmp_path: Path, world: 
 
 def test_streaming_check_summarises_like_the_in_memory_check(tmp_path: Path) -> None:
     from training.commands.data_check import oov_rates
-    from training.data.readers import read_data_dir
+    from training.data.data_dir import read_data_dir
     from training.data.validate import validate_columns
 
     data_dir = _data_dir(tmp_path / "data")

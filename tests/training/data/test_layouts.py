@@ -13,9 +13,10 @@ import yaml
 
 from tests.helpers.data import SCHEMA, make_log, write_frame
 from training.config import RunConfig
+from training.data.data_dir import find_data_files
 from training.data.loader import load_dataset
 from training.data.prepare import prepare_data
-from training.data.readers import DataReadError, find_data_files, read_columns
+from training.data.readers import DataReadError, read_columns
 from training.data.source import SplitSource
 
 DAYS = ["2026-11-28", "2026-11-29", "2026-11-30"]

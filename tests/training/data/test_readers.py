@@ -10,11 +10,11 @@ import pyarrow as pa
 import pytest
 
 from tests.helpers.data import make_log, schema, write_frame
+from training.data.data_dir import find_data_files
 from training.data.dataset import fit_encoder
 from training.data.readers import (
     DataReadError,
     arrow_to_numpy,
-    find_data_files,
     frame_to_columns,
     read_columns,
     split_bags,
