@@ -12,7 +12,7 @@ from tests.helpers.repo import ROOT
 from training.config import ConfigError, RunConfig, load_config, model_args
 from training.data.schema import Schema
 from training.distill import Hint, Variant
-from training.synth.generator import schema_dict
+from training.synth.log_schema import schema_dict
 
 CONFIGS = ROOT / "configs"
 SHIPPED = ["coarse_ctr", "fine_ctr", "fine_cvr"]

@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from training.synth.generator import SynthConfigError, write
+from training.synth.config import SynthConfigError
+from training.synth.generator import write
 from training.synth.worlds import DEFAULT_WORLD, WORLDS
 
 

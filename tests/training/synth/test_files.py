@@ -15,6 +15,15 @@ from models.contract.features import FeatureEncoder, Side
 from rocketrank.cli import main as rocketrank
 from training.data.schema import Schema, load_schema
 from training.evaluate import auc
+from training.synth import config as synth_config
+from training.synth.config import SPLITS
+from training.synth.labels import LOGIT_TERMS
+from training.synth.log_schema import (
+    INTERACTED_FEATURES,
+    POST_CLICK_FEATURES,
+    schema_dict,
+    schema_yaml,
+)
 
 ROWS = 12_000
 FILES = ("train", "valid", "test", "users", "items")
@@ -30,8 +39,8 @@ def out_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_row_group_size_is_the_streaming_chunk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert synth.ROW_GROUP_ROWS == 65_536
-    monkeypatch.setattr(synth, "ROW_GROUP_ROWS", 1_000)
+    assert synth_config.ROW_GROUP_ROWS == 65_536
+    monkeypatch.setattr(synth_config, "ROW_GROUP_ROWS", 1_000)
     synth.write(tmp_path, rows=3_000, seed=1, users=200, items=150)
     meta = pq.ParquetFile(tmp_path / "train.parquet").metadata
     sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
@@ -63,9 +72,9 @@ def test_schema_loads_and_marks_privileged_features(out_dir: Path) -> None:
         "ts",
     )
     served, privileged = schema.task_features("ctr")
-    assert set(synth.INTERACTED_FEATURES) <= set(privileged)
+    assert set(INTERACTED_FEATURES) <= set(privileged)
     # post-click features are nonzero exactly on clicked rows: invisible to every CTR model
-    assert not set(synth.POST_CLICK_FEATURES) & (set(served) | set(privileged))
+    assert not set(POST_CLICK_FEATURES) & (set(served) | set(privileged))
     assert {f.side for f in schema.features if f.name in served} <= {
         Side.USER,
         Side.ITEM,
@@ -74,7 +83,7 @@ def test_schema_loads_and_marks_privileged_features(out_dir: Path) -> None:
     cvr = schema.task("cvr")
     assert cvr.where == "click"
     _, cvr_privileged = schema.task_features("cvr")
-    assert set(synth.POST_CLICK_FEATURES) | set(synth.INTERACTED_FEATURES) <= set(cvr_privileged)
+    assert set(POST_CLICK_FEATURES) | set(INTERACTED_FEATURES) <= set(cvr_privileged)
     train = pd.read_parquet(out_dir / "train.parquet")
     assert set(schema.required_columns()) <= set(train.columns)
 
@@ -95,9 +104,9 @@ def test_schema_encodes_the_log_through_the_feature_contract(out_dir: Path) -> N
 def test_stats_json_matches_the_files(out_dir: Path) -> None:
     stats = json.loads((out_dir / "stats.json").read_text())
     parts = {name: pd.read_parquet(out_dir / f"{name}.parquet") for name in FILES}
-    log = pd.concat([parts[s] for s in synth.SPLITS], ignore_index=True)
+    log = pd.concat([parts[s] for s in SPLITS], ignore_index=True)
     assert stats["rows"] == len(log) == ROWS
-    assert stats["splits"] == {s: len(parts[s]) for s in synth.SPLITS}
+    assert stats["splits"] == {s: len(parts[s]) for s in SPLITS}
     assert stats["users"] == len(parts["users"]) and stats["items"] == len(parts["items"])
     assert stats["ctr"] == pytest.approx(log["click"].mean(), abs=1e-6)
     clicks = log["click"].sum()
@@ -111,7 +120,7 @@ def test_stats_json_matches_the_files(out_dir: Path) -> None:
     else:
         assert stats["oracle_auc_conversion"] == pytest.approx(expected, abs=1e-6)
     assert 0.5 < stats["oracle_auc_click_no_position"] < 1.0
-    assert set(stats["click_logit_std"]) == set(synth.LOGIT_TERMS)
+    assert set(stats["click_logit_std"]) == set(LOGIT_TERMS)
     assert stats["seconds"] >= 0
 
 
@@ -138,8 +147,8 @@ def test_cli_rejects_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_written_schema_is_the_documented_one(out_dir: Path) -> None:
     text = (out_dir / "schema.yaml").read_text()
-    assert text == synth.schema_yaml()
-    assert load_schema(out_dir / "schema.yaml") == Schema.from_dict(synth.schema_dict())
+    assert text == schema_yaml()
+    assert load_schema(out_dir / "schema.yaml") == Schema.from_dict(schema_dict())
 
 
 def test_same_arguments_write_identical_bytes(tmp_path: Path) -> None:

@@ -9,19 +9,11 @@ import pytest
 from models.contract.features import FeatureEncoder
 from training.data.schema import Schema
 from training.evaluate import auc
-from training.synth.generator import (
-    INTERACTED_FEATURES,
-    LOG_START,
-    NO_SHOP_CLICK_DAYS,
-    POST_CLICK_FEATURES,
-    SECONDS_PER_DAY,
-    SPLITS,
-    SynthConfig,
-    SynthConfigError,
-    _generate,
-    generate,
-    schema_dict,
-)
+from training.synth.config import LOG_START, SPLITS, SynthConfig, SynthConfigError
+from training.synth.generator import _generate, generate
+from training.synth.history import NO_SHOP_CLICK_DAYS
+from training.synth.log_schema import INTERACTED_FEATURES, POST_CLICK_FEATURES, schema_dict
+from training.synth.world import SECONDS_PER_DAY
 
 ROWS = 20_000
 

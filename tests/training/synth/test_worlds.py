@@ -10,16 +10,10 @@ import pandas as pd
 import pytest
 
 from rocketrank.cli import main as rocketrank
-from training.synth import world as population
-from training.synth.generator import (
-    SPLITS,
-    SynthConfig,
-    SynthConfigError,
-    _generate,
-    compute_stats,
-    generate,
-    user_item_oracle_logit,
-)
+from training.synth import sampling
+from training.synth.config import SPLITS, SynthConfig, SynthConfigError
+from training.synth.generator import _generate, generate
+from training.synth.stats import compute_stats, user_item_oracle_logit
 from training.synth.worlds import FEED, INTERESTS, WORLDS, World, get_world, max_normal_moments
 
 ROWS = 40_000
@@ -133,11 +127,11 @@ def test_best_of_k_interests_is_standardised_and_keeps_the_order() -> None:
     interests = rng.normal(size=(200, 3, 16)).astype(np.float32)
     items = rng.normal(size=(300, 16)).astype(np.float32)
     ui, vi = rng.integers(0, 200, 50_000), rng.integers(0, 300, 50_000)
-    best = population.best_interest(interests, items, ui, vi)
+    best = sampling.best_interest(interests, items, ui, vi)
     assert best.mean() == pytest.approx(0.0, abs=0.05) and best.std() == pytest.approx(
         1.0, abs=0.05
     )
-    each = [population.affinity(interests[:, k], items, ui, vi) for k in range(3)]
+    each = [sampling.affinity(interests[:, k], items, ui, vi) for k in range(3)]
     np.testing.assert_allclose(best, (np.max(each, axis=0) - mean) / std, rtol=1e-9)
 
 
