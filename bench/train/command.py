@@ -6,7 +6,7 @@ Example::
         --steps 60 --runs 3 --out bench/train_fine.json
 
 What is timed: the trainer's own step -- ``training.loop.trainer.forward_for_loss``
-→ ``training.distill.compute_loss`` → backward → gradient clipping → optimiser
+→ ``training.distill.losses.compute_loss`` → backward → gradient clipping → optimiser
 steps, with batches from the data layer's shuffled iterator (so input
 batching is included) -- for the same number of optimiser steps (``--steps``,
 after ``--warmup-steps`` untimed ones) and the config's batch size, per variant:
@@ -47,7 +47,8 @@ import torch
 
 from bench.common.machine import machine_info
 from bench.train.run import run_train_bench
-from training.config import ConfigError, load_config
+from training.config.errors import ConfigError
+from training.config.run import load_config
 from training.data.prepare import prepare_data
 from training.loop.trainer import TrainingError
 

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
-from training.config import load_config
+from training.config.run import load_config
 from training.data.prepare import prepare_data
-from training.distill import Variant, compute_loss
+from training.distill.losses import compute_loss
+from training.distill.rules import Variant
 from training.loop.build import build_model
 from training.loop.distributed import init_from_env
 from training.loop.trainer import forward_for_loss

@@ -18,9 +18,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from models.cost import count_flops
 from models.joint import JointModel
 from training.ablate.variants import with_variant
-from training.config import RunConfig
+from training.config.run import RunConfig
 from training.data.prepare import PreparedData
-from training.distill import Variant, compute_loss
+from training.distill.losses import compute_loss
+from training.distill.rules import Variant
 from training.loop.build import build_model, build_optimizers, seed_everything
 from training.loop.trainer import forward_for_loss
 

@@ -25,9 +25,9 @@ from bench.train.run import (
     time_variant,
 )
 from training.ablate.variants import with_variant
-from training.config import load_config
+from training.config.run import load_config
 from training.data.prepare import prepare_data
-from training.distill import Variant
+from training.distill.rules import Variant
 from training.loop.build import build_model, seed_everything
 from training.synth.generator import write
 

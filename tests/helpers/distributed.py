@@ -27,7 +27,7 @@ from torch import nn
 
 from tests.helpers.net import free_port
 from tests.helpers.repo import ROOT
-from training.distill import LossTerms
+from training.distill.losses import LossTerms
 from training.loop.distributed import DistContext, shard_bounds
 from training.loop.launch import torchrun_prefix
 

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from training.config import load_config
+from training.config.run import load_config
 from training.data.prepare import prepare_data
 from training.loop.distributed import init_from_env
 from training.loop.trainer import TrainOptions, train

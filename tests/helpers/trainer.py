@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from training.config import RunConfig
+from training.config.run import RunConfig
 from training.synth.generator import write
 
 TINY_ROWS = 6_000

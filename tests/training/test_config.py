@@ -9,9 +9,11 @@ import yaml
 from models.contract.features import Side
 from models.joint import JointModel
 from tests.helpers.repo import ROOT
-from training.config import ConfigError, RunConfig, load_config, model_args
+from training.config.errors import ConfigError
+from training.config.model_section import model_args
+from training.config.run import RunConfig, load_config
 from training.data.schema import Schema
-from training.distill import Hint, Variant
+from training.distill.rules import Hint, Variant
 from training.synth.log_schema import schema_dict
 
 CONFIGS = ROOT / "configs"

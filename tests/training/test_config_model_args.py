@@ -8,7 +8,8 @@ import pytest
 
 from models.joint import JointModelArgs
 from tests.helpers.repo import ROOT
-from training.config import ModelConfig, architecture_args, load_config, model_args
+from training.config.model_section import ModelConfig, architecture_args, model_args
+from training.config.run import load_config
 from training.data.schema import load_schema
 
 SCHEMA = ROOT / "tests" / "fixtures" / "legacy" / "data" / "schema.yaml"

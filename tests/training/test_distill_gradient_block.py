@@ -14,14 +14,9 @@ from torch import Tensor
 
 from models.joint import JointModel
 from tests.helpers.models import PRIVILEGED, make_batch, make_labels, make_model
-from training.distill import (
-    DistillSettings,
-    Hint,
-    LambdaSchedule,
-    Variant,
-    compute_loss,
-    nets_needed,
-)
+from training.distill.losses import DistillSettings, compute_loss
+from training.distill.rules import Hint, Variant, nets_needed
+from training.distill.schedules import LambdaSchedule
 
 GAMMA = 0.7
 LAM = 0.4

@@ -1,4 +1,4 @@
-"""Hint losses, λ schedules and variant formulas of training/distill.py."""
+"""Hint losses, λ schedules and variant formulas of training/distill/."""
 
 from __future__ import annotations
 
@@ -9,18 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from models.joint import JointOutput
-from training.distill import (
-    DistillSettings,
-    Hint,
-    LambdaSchedule,
-    Variant,
-    binary_kl,
-    compute_loss,
-    hidden_mse,
-    listwise_kl,
-    nets_needed,
-    soft_bce,
-)
+from training.distill.hints import binary_kl, hidden_mse, listwise_kl, soft_bce
+from training.distill.losses import DistillSettings, compute_loss
+from training.distill.rules import Hint, Variant, nets_needed
+from training.distill.schedules import LambdaSchedule
 
 # --------------------------------------------------------------------------- schedules
 

@@ -19,7 +19,7 @@ import torch
 
 from models.contract.artifact import load_artifact
 from tests.helpers.repo import ROOT
-from training.config import RunConfig
+from training.config.run import RunConfig
 from training.data.data_dir import find_data_files
 from training.data.prepare import prepare_data
 from training.data.readers import read_columns

@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from training.config import RunConfig
-from training.distill import ROCKET_VARIANTS, Hint, Schedule, Variant
+from training.config.run import RunConfig
+from training.distill.rules import ROCKET_VARIANTS, Hint, Variant
+from training.distill.schedules import Schedule
 
 
 @dataclass(frozen=True)

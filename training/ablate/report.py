@@ -30,7 +30,7 @@ from typing import Any
 from models.provenance import json_safe
 from training.ablate.stats import describe_gain
 from training.ablate.variants import privileged_features
-from training.config import RunConfig
+from training.config.run import RunConfig
 from training.data.prepare import PreparedData
 from training.loop.checkpoint import atomic_write_text
 from training.plots import plot_ablation

@@ -47,9 +47,9 @@ from training.ablate.variants import (
     describe_settings,
     variant_config,
 )
-from training.config import RunConfig
+from training.config.run import RunConfig
 from training.data.prepare import PreparedData
-from training.distill import Variant
+from training.distill.rules import Variant
 from training.loop.trainer import TrainingError, TrainOptions
 
 

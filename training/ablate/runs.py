@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from models.joint import JointModel
-from training.config import RunConfig
+from training.config.run import RunConfig
 from training.data.prepare import PreparedData
 from training.loop.build import load_trained_model
 from training.loop.evaluation import predict

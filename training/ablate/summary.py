@@ -33,7 +33,7 @@ from training.ablate.auc import weighted_auc
 from training.ablate.runs import RunOutcome
 from training.ablate.stats import auc_interval, paired_difference
 from training.ablate.t_interval import mean_ci
-from training.distill import Variant
+from training.distill.rules import Variant
 from training.evaluate import gap_closed
 
 LEVEL = 0.95

@@ -38,9 +38,9 @@ import numpy as np
 from training.ablate.knobs import Knob, current_values, knob_overrides, search_space
 from training.ablate.runs import run_one
 from training.ablate.variants import Overrides, apply_overrides
-from training.config import RunConfig
+from training.config.run import RunConfig
 from training.data.prepare import PreparedData
-from training.distill import Variant
+from training.distill.rules import Variant
 from training.loop.errors import TrainingDivergedError, TrainingError
 from training.loop.trainer import TrainOptions
 

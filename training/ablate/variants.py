@@ -23,7 +23,7 @@ settings, not on silent defaults:
   as ``(1−λ)`` and ``λ``, so ``λ ≤ 1``; a Rocket γ of 3 then falls back to
   their default 0.5).
 * A key the config leaves unset (``hint`` or ``lambda`` absent) means "each
-  variant's default" (``training.distill.default_hint`` / ``default_lambda``).
+  variant's default" (``training.distill.rules.default_hint`` / ``default_lambda``).
 * ``gradient_block`` is always the variant's own: it is what tells ``rocket``
   from ``rocket_no_gradient_block``.
 
@@ -46,9 +46,12 @@ from typing import Any
 
 import yaml
 
-from training.config import ConfigError, RunConfig, model_args
+from training.config.errors import ConfigError
+from training.config.model_section import model_args
+from training.config.run import RunConfig
 from training.data.prepare import PreparedData
-from training.distill import Hint, Schedule, Variant, rule_violation
+from training.distill.rules import Hint, Variant, rule_violation
+from training.distill.schedules import Schedule
 
 SINGLE_NET = frozenset({Variant.LIGHT_ALONE, Variant.BOOSTER_ALONE})
 OVERRIDE_SECTIONS = ("data", "model", "distill", "optim")

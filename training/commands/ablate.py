@@ -30,7 +30,7 @@ from training.ablate.run import run_ablation
 from training.ablate.tune import sampler_message
 from training.ablate.variants import VARIANTS, load_variant_overrides
 from training.commands.overrides import add_set_argument, load_config_with_overrides
-from training.config import ConfigError
+from training.config.errors import ConfigError
 from training.data.prepare import prepare_data
 from training.data.schema import SchemaError
 from training.loop.checkpoint import CheckpointError

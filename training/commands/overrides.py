@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from training.config import ConfigError, RunConfig
+from training.config.errors import ConfigError
+from training.config.run import RunConfig
 
 
 class OverrideError(ConfigError):

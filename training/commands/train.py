@@ -29,10 +29,10 @@ from pathlib import Path
 import yaml
 
 from training.commands.overrides import add_set_argument, load_config_with_overrides
-from training.config import ConfigError
+from training.config.errors import ConfigError
 from training.data.prepare import prepare_data
 from training.data.schema import SchemaError
-from training.distill import Variant
+from training.distill.rules import Variant
 from training.loop.build import load_trained_model
 from training.loop.checkpoint import CheckpointError
 from training.loop.distributed import SINGLE_PROCESS, DistributedError, init_from_env

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from training.config import RunConfig
+from training.config.run import RunConfig
 from training.data.dataset import EncodedSplit
 from training.data.loader import Dataset, load_dataset
 from training.data.rank_shard import RankShard

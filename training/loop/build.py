@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from models.joint import JointModel, JointModelArgs
-from training.config import RunConfig, model_args
+from training.config.model_section import model_args
+from training.config.run import RunConfig
 from training.data.prepare import PreparedData
 from training.loop.errors import TrainingError
 

@@ -24,7 +24,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.config import ConfigError, load_config
+from training.config.errors import ConfigError
+from training.config.run import load_config
 from training.loop.distributed import DistContext, DistributedError
 
 # Namespace entries the dispatcher adds, and the launcher's own option

@@ -18,7 +18,7 @@ from training.ablate.stats import auc_interval, describe_gain, paired_difference
 from training.ablate.t_interval import mean_ci
 from training.ablate.variants import VARIANTS, applicable_variants
 from training.data.prepare import prepare_data
-from training.distill import Variant
+from training.distill.rules import Variant
 from training.loop.trainer import TrainingError, TrainOptions
 
 QUIET = TrainOptions(progress=False, threads=1, checkpoint_every=0)

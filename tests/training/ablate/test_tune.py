@@ -27,7 +27,8 @@ from training.ablate.runs import RunOutcome
 from training.ablate.tune import choose, trial_runner, tune_variant
 from training.ablate.variants import apply_overrides, variant_config
 from training.data.prepare import prepare_data
-from training.distill import Schedule, Variant
+from training.distill.rules import Variant
+from training.distill.schedules import Schedule
 from training.loop.errors import TrainingDivergedError
 from training.loop.trainer import TrainingError, TrainOptions
 

@@ -16,8 +16,9 @@ from training.ablate.variants import (
     variant_config,
     with_variant,
 )
-from training.config import ConfigError
-from training.distill import Hint, Schedule, Variant
+from training.config.errors import ConfigError
+from training.distill.rules import Hint, Variant
+from training.distill.schedules import Schedule
 from training.loop.trainer import TrainingError
 
 DISTILLED = [v for v in VARIANTS if v not in (Variant.LIGHT_ALONE, Variant.BOOSTER_ALONE)]

@@ -15,7 +15,7 @@ from training.commands.overrides import (
     apply_overrides,
     load_config_with_overrides,
 )
-from training.config import ConfigError
+from training.config.errors import ConfigError
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from tests.helpers.data import SCHEMA, make_log, write_frame
-from training.config import RunConfig
+from training.config.run import RunConfig
 from training.data.data_dir import find_data_files
 from training.data.encoding import fit_encoder
 from training.data.fit import EncoderFitter

@@ -19,7 +19,7 @@ import yaml
 
 from tests.helpers.distributed import WORKER_MODULE, run_cli, run_torchrun
 from tests.helpers.trainer import tiny_config, write_tiny_data
-from training.config import RunConfig
+from training.config.run import RunConfig
 from training.data.prepare import prepare_data
 from training.loop.checkpoint import load_checkpoint
 from training.loop.trainer import TrainOptions, train

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.helpers.trainer import tiny_config, write_tiny_data
-from training.config import ConfigError
+from training.config.errors import ConfigError
 from training.data.prepare import prepare_data
 from training.loop import trainer as trainer_mod
 from training.loop.distributed import SINGLE_PROCESS
