@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from training.config import ConfigError, load_config
-from training.loop.distributed import DistContext, DistributedError
+from training.loop.distributed import DistContext
+from training.loop.errors import DistributedError
 
 # Namespace entries the dispatcher adds, and the launcher's own option
 _NOT_FORWARDED = frozenset({"_module", "_path", "command_path", "nproc"})
