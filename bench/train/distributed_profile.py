@@ -26,7 +26,7 @@ from training.data.prepare import prepare_data
 from training.distill import Variant, compute_loss
 from training.loop.build import build_model
 from training.loop.distributed import init_from_env
-from training.loop.trainer import forward_for_loss
+from training.loop.step_parts import forward_for_loss
 
 WARMUP_STEPS = 2
 

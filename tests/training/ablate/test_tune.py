@@ -28,8 +28,8 @@ from training.ablate.tune import choose, trial_runner, tune_variant
 from training.ablate.variants import apply_overrides, variant_config
 from training.data.prepare import prepare_data
 from training.distill import Schedule, Variant
-from training.loop.errors import TrainingDivergedError
-from training.loop.trainer import TrainingError, TrainOptions
+from training.loop.errors import TrainingDivergedError, TrainingError
+from training.loop.options import TrainOptions
 
 QUIET = TrainOptions(progress=False, threads=1, checkpoint_every=0)
 

@@ -18,7 +18,7 @@ from training.ablate.variants import (
 )
 from training.config import ConfigError
 from training.distill import Hint, Schedule, Variant
-from training.loop.trainer import TrainingError
+from training.loop.errors import TrainingError
 
 DISTILLED = [v for v in VARIANTS if v not in (Variant.LIGHT_ALONE, Variant.BOOSTER_ALONE)]
 

@@ -7,7 +7,7 @@ import torch
 
 from tests.helpers.models import make_batch, make_labels, make_model
 from training.distill import DistillSettings, Hint, LambdaSchedule, Variant, compute_loss
-from training.loop.trainer import clip_groups
+from training.loop.step_parts import clip_groups
 
 MAX_NORM = 0.05
 
