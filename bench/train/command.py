@@ -5,7 +5,7 @@ Example::
     rocketrank bench train --config configs/fine_ctr.yaml --data data/ \\
         --steps 60 --runs 3 --out bench/train_fine.json
 
-What is timed: the trainer's own step -- ``training.loop.trainer.forward_for_loss``
+What is timed: the trainer's own step -- ``training.loop.step_parts.forward_for_loss``
 → ``training.distill.losses.compute_loss`` → backward → gradient clipping → optimiser
 steps, with batches from the data layer's shuffled iterator (so input
 batching is included) -- for the same number of optimiser steps (``--steps``,
@@ -50,7 +50,7 @@ from bench.train.run import run_train_bench
 from training.config.errors import ConfigError
 from training.config.run import load_config
 from training.data.prepare import prepare_data
-from training.loop.trainer import TrainingError
+from training.loop.errors import TrainingError
 
 # ----------------------------------------------------------------------------- machine
 

@@ -27,7 +27,7 @@ from training.distill.losses import compute_loss
 from training.distill.rules import Variant
 from training.loop.build import build_model
 from training.loop.distributed import init_from_env
-from training.loop.trainer import forward_for_loss
+from training.loop.step_parts import forward_for_loss
 
 WARMUP_STEPS = 2
 

@@ -23,7 +23,7 @@ from training.data.prepare import PreparedData
 from training.distill.losses import compute_loss
 from training.distill.rules import Variant
 from training.loop.build import build_model, build_optimizers, seed_everything
-from training.loop.trainer import forward_for_loss
+from training.loop.step_parts import forward_for_loss
 
 SINGLE_NET = (Variant.BOOSTER_ALONE, Variant.LIGHT_ALONE, Variant.TWO_STAGE_KD)
 GOAL_JOINT_OVER_BOOSTER = 1.2

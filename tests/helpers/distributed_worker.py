@@ -17,7 +17,8 @@ from pathlib import Path
 from training.config.run import load_config
 from training.data.prepare import prepare_data
 from training.loop.distributed import init_from_env
-from training.loop.trainer import TrainOptions, train
+from training.loop.options import TrainOptions
+from training.loop.trainer import train
 
 
 def main(spec_path: str) -> int:

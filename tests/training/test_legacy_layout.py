@@ -29,7 +29,8 @@ from training.export.parity import held_out_rows
 from training.export.run_loader import load_run
 from training.loop.build import load_trained_model
 from training.loop.checkpoint import Position, load_checkpoint
-from training.loop.trainer import TrainOptions, train
+from training.loop.options import TrainOptions
+from training.loop.trainer import train
 
 LEGACY = ROOT / "tests" / "fixtures" / "legacy"
 QUIET = TrainOptions(progress=False, threads=1, checkpoint_every=0, resume=True)

@@ -50,7 +50,8 @@ from training.ablate.variants import (
 from training.config.run import RunConfig
 from training.data.prepare import PreparedData
 from training.distill.rules import Variant
-from training.loop.trainer import TrainingError, TrainOptions
+from training.loop.errors import TrainingError
+from training.loop.options import TrainOptions
 
 
 def run_dir_of(out_dir: Path, variant: Variant, seed_index: int) -> Path:

@@ -32,9 +32,11 @@ from models.joint import JointModel
 from training.config.run import RunConfig
 from training.data.prepare import PreparedData
 from training.loop.build import load_trained_model
+from training.loop.errors import TrainingError
 from training.loop.evaluation import predict
+from training.loop.options import TrainOptions
 from training.loop.run_files import CONFIG_FILE, METRICS_FILE
-from training.loop.trainer import TrainingError, TrainOptions, train
+from training.loop.trainer import train
 
 SCORES_FILE = "test_scores.npz"
 _MISSING = "<missing>"

@@ -42,7 +42,7 @@ from training.config.run import RunConfig
 from training.data.prepare import PreparedData
 from training.distill.rules import Variant
 from training.loop.errors import TrainingDivergedError, TrainingError
-from training.loop.trainer import TrainOptions
+from training.loop.options import TrainOptions
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,8 @@ from training.config.errors import ConfigError
 from training.data.prepare import prepare_data
 from training.data.schema import SchemaError
 from training.loop.checkpoint import CheckpointError
-from training.loop.trainer import TrainingError, TrainOptions
+from training.loop.errors import TrainingError
+from training.loop.options import TrainOptions
 
 
 def _positive(text: str) -> int:

@@ -35,8 +35,10 @@ from training.data.schema import SchemaError
 from training.distill.rules import Variant
 from training.loop.build import load_trained_model
 from training.loop.checkpoint import CheckpointError
-from training.loop.distributed import SINGLE_PROCESS, DistributedError, init_from_env
-from training.loop.trainer import TrainingError, TrainOptions, train
+from training.loop.distributed import SINGLE_PROCESS, init_from_env
+from training.loop.errors import DistributedError, TrainingError
+from training.loop.options import TrainOptions
+from training.loop.trainer import train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

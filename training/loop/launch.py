@@ -26,7 +26,8 @@ from pathlib import Path
 
 from training.config.errors import ConfigError
 from training.config.run import load_config
-from training.loop.distributed import DistContext, DistributedError
+from training.loop.distributed import DistContext
+from training.loop.errors import DistributedError
 
 # Namespace entries the dispatcher adds, and the launcher's own option
 _NOT_FORWARDED = frozenset({"_module", "_path", "command_path", "nproc"})

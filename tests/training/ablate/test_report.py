@@ -19,7 +19,8 @@ from training.ablate.t_interval import mean_ci
 from training.ablate.variants import VARIANTS, applicable_variants
 from training.data.prepare import prepare_data
 from training.distill.rules import Variant
-from training.loop.trainer import TrainingError, TrainOptions
+from training.loop.errors import TrainingError
+from training.loop.options import TrainOptions
 
 QUIET = TrainOptions(progress=False, threads=1, checkpoint_every=0)
 

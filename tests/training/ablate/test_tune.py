@@ -29,8 +29,8 @@ from training.ablate.variants import apply_overrides, variant_config
 from training.data.prepare import prepare_data
 from training.distill.rules import Variant
 from training.distill.schedules import Schedule
-from training.loop.errors import TrainingDivergedError
-from training.loop.trainer import TrainingError, TrainOptions
+from training.loop.errors import TrainingDivergedError, TrainingError
+from training.loop.options import TrainOptions
 
 QUIET = TrainOptions(progress=False, threads=1, checkpoint_every=0)
 

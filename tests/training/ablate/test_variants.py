@@ -19,7 +19,7 @@ from training.ablate.variants import (
 from training.config.errors import ConfigError
 from training.distill.rules import Hint, Variant
 from training.distill.schedules import Schedule
-from training.loop.trainer import TrainingError
+from training.loop.errors import TrainingError
 
 DISTILLED = [v for v in VARIANTS if v not in (Variant.LIGHT_ALONE, Variant.BOOSTER_ALONE)]
 

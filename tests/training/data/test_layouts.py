@@ -143,7 +143,8 @@ def test_hive_split_trains_like_the_single_file(
     dirs: tuple[Path, Path], tmp_path: Path, chunk_rows: int
 ) -> None:
     from tests.helpers.trainer import tiny_config
-    from training.loop.trainer import TrainOptions, train
+    from training.loop.options import TrainOptions
+    from training.loop.trainer import train
 
     single, hive = dirs
     cfg = tiny_config("rocket", epochs=1, batch_size=32, data={"chunk_rows": chunk_rows})

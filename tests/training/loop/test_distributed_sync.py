@@ -23,11 +23,11 @@ from training.commands import train as train_cli
 from training.loop.distributed import (
     SINGLE_PROCESS,
     DistContext,
-    DistributedError,
     init_from_env,
     shard_bounds,
     slice_batch,
 )
+from training.loop.errors import DistributedError
 from training.loop.launch import forwarded_argv, torchrun_command
 
 

@@ -22,7 +22,8 @@ from tests.helpers.trainer import tiny_config, write_tiny_data
 from training.config.run import RunConfig
 from training.data.prepare import prepare_data
 from training.loop.checkpoint import load_checkpoint
-from training.loop.trainer import TrainOptions, train
+from training.loop.options import TrainOptions
+from training.loop.trainer import train
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from tests.helpers.models import make_batch, make_labels, make_model
 from training.distill.losses import DistillSettings, compute_loss
 from training.distill.rules import Hint, Variant
 from training.distill.schedules import LambdaSchedule
-from training.loop.trainer import clip_groups
+from training.loop.step_parts import clip_groups
 
 MAX_NORM = 0.05
 

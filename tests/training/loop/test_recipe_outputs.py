@@ -13,7 +13,8 @@ from training.data.prepare import prepare_data
 from training.evaluate import apply_platt, evaluate_scores, fit_platt
 from training.loop.build import build_model
 from training.loop.evaluation import light_logits
-from training.loop.trainer import TrainOptions, train
+from training.loop.options import TrainOptions
+from training.loop.trainer import train
 
 QUIET = {"progress": False, "threads": 1}
 

@@ -17,7 +17,11 @@ from training.config.errors import ConfigError
 from training.data.prepare import prepare_data
 from training.loop import trainer as trainer_mod
 from training.loop.distributed import SINGLE_PROCESS
-from training.loop.trainer import TrainingError, TrainOptions, train
+from training.loop.early_stopping import track_teacher
+from training.loop.errors import TrainingError
+from training.loop.options import TrainOptions
+from training.loop.step_parts import forward_for_loss
+from training.loop.trainer import train
 
 QUIET = {"progress": False, "threads": 1}
 FREEZE = {"teacher_stop": "best_valid", "teacher_max_epochs": 1}
@@ -53,7 +57,7 @@ def test_the_freeze_restores_the_best_booster_and_only_the_light_side_trains_aft
     for batch in batches[:3]:
         trainer_mod._step(run, batch, 0)
     best_booster = _params(model.booster_only_parameters())
-    trainer_mod._track_teacher(run, {"auc": 0.70, "logloss": 0.2}, epoch=0)  # the best
+    track_teacher(run, {"auc": 0.70, "logloss": 0.2}, epoch=0)  # the best
     assert not run.state.teacher.frozen
     for batch in batches[3:6]:
         trainer_mod._step(run, batch, 1)
@@ -61,7 +65,7 @@ def test_the_freeze_restores_the_best_booster_and_only_the_light_side_trains_aft
     assert any(not torch.equal(moved[n], best_booster[n]) for n in moved)
     # the light net ran out of patience in the same epoch the booster went bad ...
     run.state.early.bad_evals, run.state.early.stopped_early = 1, True
-    trainer_mod._track_teacher(run, {"auc": 0.65, "logloss": 0.3}, epoch=1)  # worse: freeze
+    track_teacher(run, {"auc": 0.65, "logloss": 0.3}, epoch=1)  # worse: freeze
     # ... and gets a fresh patience against the frozen best teacher
     assert run.state.early.bad_evals == 0 and not run.state.early.stopped_early
     teacher = run.state.teacher
@@ -90,7 +94,7 @@ def test_the_freeze_restores_the_best_booster_and_only_the_light_side_trains_aft
         assert torch.equal(p, teacher_view[name]), name
     # and the hint's target is the frozen teacher's logit
     feats = batches[0].features
-    out = trainer_mod.forward_for_loss(model, feats, run.variant, run.booster_source)
+    out = forward_for_loss(model, feats, run.variant, run.booster_source)
     with torch.no_grad():
         assert torch.equal(out.booster_logit, frozen.booster_logit(dict(feats)))
         assert not torch.equal(out.booster_logit, model.booster_logit(dict(feats)))

@@ -14,8 +14,10 @@ from tests.helpers.trainer import tiny_config, write_tiny_data
 from training.commands import train as train_cli
 from training.data.prepare import prepare_data
 from training.loop.build import load_trained_model
+from training.loop.errors import TrainingDivergedError, TrainingError
 from training.loop.evaluation import evaluate_model
-from training.loop.trainer import TrainingDivergedError, TrainingError, TrainOptions, train
+from training.loop.options import TrainOptions
+from training.loop.trainer import train
 
 QUIET = {"progress": False, "threads": 1}
 
