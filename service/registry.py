@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from models.contract.artifact import ArtifactError, load_artifact
+from models.contract.artifact import load_artifact
+from models.contract.manifest import ArtifactError
 from models.contract.repository import BrokenPointerError, ModelRepository, RepositoryError
 from service.feature_store.base import FeatureStore
 from service.metrics import ServiceMetrics

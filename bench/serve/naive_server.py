@@ -41,7 +41,8 @@ import torch
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, model_validator
 
-from models.contract.artifact import Artifact, ArtifactError, load_artifact
+from models.contract.artifact import Artifact, load_artifact
+from models.contract.manifest import ArtifactError
 from models.contract.repository import ModelRepository, RepositoryError
 
 

@@ -2,7 +2,7 @@
 
 Layout::
 
-    REPO/NAME/VERSION/...        one artifact (see models.contract.artifact)
+    REPO/NAME/VERSION/...        one artifact (see models.contract.manifest)
     REPO/NAME/current            symlink -> VERSION (relative)
     REPO/NAME/history.json       promotions, oldest first (what rollback walks back)
     REPO/NAME/.lock              flock'd while the pointer, history or versions change
@@ -62,7 +62,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from models.contract.artifact import MANIFEST_FILE, ArtifactError, read_manifest, verify_artifact
+from models.contract.manifest import MANIFEST_FILE, ArtifactError, read_manifest
+from models.contract.verify import verify_artifact
 
 log = logging.getLogger(__name__)
 

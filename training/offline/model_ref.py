@@ -6,7 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from models.contract.artifact import MANIFEST_FILE, Artifact, load_artifact
+from models.contract.artifact import Artifact, load_artifact
+from models.contract.manifest import MANIFEST_FILE
 from models.contract.repository import ModelRepository, RepositoryError
 
 

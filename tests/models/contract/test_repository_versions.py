@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from models.contract.artifact import ArtifactError
+from models.contract.manifest import ArtifactError
 from models.contract.repository import (
     CURRENT,
     ModelRepository,
