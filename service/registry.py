@@ -31,7 +31,8 @@ from typing import Any
 
 from models.contract.artifact import load_artifact
 from models.contract.manifest import ArtifactError
-from models.contract.repository import BrokenPointerError, ModelRepository, RepositoryError
+from models.contract.repository import ModelRepository
+from models.contract.repository_reader import BrokenPointerError, RepositoryError
 from service.feature_store.base import FeatureStore
 from service.metrics import ServiceMetrics
 from service.ranking.stage_base import Stage

@@ -43,7 +43,8 @@ from pydantic import BaseModel, model_validator
 
 from models.contract.artifact import Artifact, load_artifact
 from models.contract.manifest import ArtifactError
-from models.contract.repository import ModelRepository, RepositoryError
+from models.contract.repository import ModelRepository
+from models.contract.repository_reader import RepositoryError
 
 
 class Candidate(BaseModel):

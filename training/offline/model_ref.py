@@ -8,7 +8,8 @@ from pathlib import Path
 
 from models.contract.artifact import Artifact, load_artifact
 from models.contract.manifest import MANIFEST_FILE
-from models.contract.repository import ModelRepository, RepositoryError
+from models.contract.repository import ModelRepository
+from models.contract.repository_reader import RepositoryError
 
 
 class ModelRefError(ValueError):
