@@ -29,8 +29,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from models.contract.artifact import ArtifactError, load_artifact
-from models.contract.repository import BrokenPointerError, ModelRepository, RepositoryError
+from models.contract.artifact import load_artifact
+from models.contract.manifest import ArtifactError
+from models.contract.repository import ModelRepository
+from models.contract.repository_reader import BrokenPointerError, RepositoryError
 from service.feature_store.base import FeatureStore
 from service.metrics import ServiceMetrics
 from service.ranking.stage_base import Stage

@@ -28,8 +28,8 @@ from bench.serve.findmax import SLO_P99_MS
 from bench.serve.loadgen import LoadGenError
 from bench.serve.run import BenchError, ServeBenchConfig, run_serve_bench
 from bench.serve.workload import WorkloadError
-from models.contract.artifact import ArtifactError
-from models.contract.repository import RepositoryError
+from models.contract.manifest import ArtifactError
+from models.contract.repository_reader import RepositoryError
 
 
 # Long (~85 lines): one add_argument per option, in the order --help lists them.

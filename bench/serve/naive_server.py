@@ -41,8 +41,10 @@ import torch
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, model_validator
 
-from models.contract.artifact import Artifact, ArtifactError, load_artifact
-from models.contract.repository import ModelRepository, RepositoryError
+from models.contract.artifact import Artifact, load_artifact
+from models.contract.manifest import ArtifactError
+from models.contract.repository import ModelRepository
+from models.contract.repository_reader import RepositoryError
 
 
 class Candidate(BaseModel):

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from models.contract.repository import RepositoryError
+from models.contract.repository_reader import RepositoryError
 from service.api.deps import AdminDep, StateDep
 from service.api.schemas import AdminResponse, ErrorResponse, RollbackRequest
 

@@ -27,7 +27,7 @@ import orjson
 import pyarrow.parquet as pq
 import redis
 
-from models.contract.artifact import sha256_files
+from models.contract.manifest import sha256_files
 from service.feature_store.embedded import ITEMS_FILE, USERS_FILE
 from service.feature_store.redis_store import LAYOUT_FORMAT, RedisLayout
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.contract.artifact import sha256_file  # re-exported from models.provenance
+from models.contract.manifest import sha256_file  # re-exported from models.provenance
 from service.feature_store.base import (
     FeatureStore,
     FeatureStoreError,

@@ -22,11 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.contract.artifact import (
-    Artifact,
-    sha256_bytes,  # re-exported from models.provenance
-)
+from models.contract.artifact import Artifact
 from models.contract.features import FeatureType
+from models.contract.manifest import sha256_bytes  # re-exported from models.provenance
 from service.feature_store.base import IdIndex, ItemTable
 from service.ranking.values import (
     DEFAULT_CACHE_BYTES,

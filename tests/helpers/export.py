@@ -171,7 +171,7 @@ class _TinyScorer(torch.nn.Module):
 def tiny_writer(name: str = "m", seed: int = 0):
     """A ``write(directory, version)`` for ``ModelRepository.publish``: a small but
     complete, verifiable mlp artifact (no training involved)."""
-    from models.contract.artifact import Manifest, checksum_files, write_manifest
+    from models.contract.manifest import Manifest, checksum_files, write_manifest
     from tests.helpers.signing import sign
 
     encoder = FeatureEncoder(

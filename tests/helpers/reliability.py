@@ -249,14 +249,14 @@ def _other_feature_set_writer(world: Mapping[str, Any]) -> Callable[[Path, str],
     import torch
     from torch import nn
 
-    from models.contract.artifact import (
+    from models.contract.features import FeatureEncoder, FeatureSpec
+    from models.contract.manifest import (
         ENCODER_FILE,
         MODEL_FILE,
         Manifest,
         checksum_files,
         write_manifest,
     )
-    from models.contract.features import FeatureEncoder, FeatureSpec
 
     item_names = ["item_id", "category", "price", "brand"]
     specs = [s for s in sf.SPECS if s.name != "tags"]
@@ -308,7 +308,7 @@ def publish_broken(world: Mapping[str, Any], kind: str) -> str:
     (a consistent artifact built for item features the store does not have).
     The damage is done after a verified publish, as on-disk corruption would be.
     """
-    from models.contract.artifact import ENCODER_FILE, MANIFEST_FILE, MODEL_FILE
+    from models.contract.manifest import ENCODER_FILE, MANIFEST_FILE, MODEL_FILE
     from models.contract.repository import ModelRepository
 
     repo = ModelRepository(world["repo"])

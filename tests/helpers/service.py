@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.contract.artifact import (
+from models.contract.features import FeatureEncoder, FeatureSpec
+from models.contract.manifest import (
     ENCODER_FILE,
     ITEM_IDS_FILE,
     ITEM_VECTORS_FILE,
@@ -36,7 +37,6 @@ from models.contract.artifact import (
     checksum_files,
     write_manifest,
 )
-from models.contract.features import FeatureEncoder, FeatureSpec
 from models.contract.repository import ModelRepository
 from tests.helpers import signing
 from tests.helpers.net import free_port

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from models.contract.artifact import MANIFEST_FILE
+from models.contract.manifest import MANIFEST_FILE
 from models.contract.signing import (
     SIGNATURE_FILE,
     SIGNING_KEY_ENV,

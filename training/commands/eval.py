@@ -27,8 +27,8 @@ import json
 import sys
 from pathlib import Path
 
-from models.contract.artifact import ArtifactError
 from models.contract.features import ContractError
+from models.contract.manifest import ArtifactError
 from training.data.readers import DataReadError
 from training.data.schema import SchemaError
 from training.offline.evaluation import evaluate_artifact, find_log

@@ -7,8 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from models.contract.artifact import ArtifactError
-from models.contract.repository import RepositoryError
+from models.contract.manifest import ArtifactError
+from models.contract.repository_reader import RepositoryError
 from training.export.export import ExportError, ExportOptions, export_run
 
 

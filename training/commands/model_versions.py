@@ -12,8 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from models.contract.artifact import ArtifactError, read_manifest
-from models.contract.repository import ModelRepository, RepositoryError, version_sort_key
+from models.contract.manifest import ArtifactError, read_manifest
+from models.contract.repository import ModelRepository
+from models.contract.repository_reader import RepositoryError, version_sort_key
 from models.contract.signing import SigningError, generate_key_pair
 
 

@@ -22,8 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from models.contract.artifact import ArtifactError
 from models.contract.features import ContractError
+from models.contract.manifest import ArtifactError
 from training.data.readers import DataReadError
 from training.data.schema import SchemaError
 from training.offline.batch import predict_log

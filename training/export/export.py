@@ -1,7 +1,7 @@
 """Export a trained run's light net into a model repository.
 
 ``export_run`` turns ``RUN/`` (written by the trainer) into one artifact
-(``models/contract/artifact.py``) published atomically under ``REPO/NAME``:
+(``models/contract/manifest.py``) published atomically under ``REPO/NAME``:
 
 1. rebuild the :class:`~models.joint.JointModel` from the run's weights and
    constructor arguments and take ``light_scorer()`` — the light net and the
@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from models.contract.artifact import Manifest, read_manifest
+from models.contract.manifest import Manifest, read_manifest
 from models.contract.repository import ModelRepository
 from models.contract.signing import SIGNING_KEY_ENV, SigningError, load_private_key
 from models.joint import JointModel

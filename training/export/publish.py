@@ -14,17 +14,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.contract.artifact import (
+from models.contract.encoder_files import encoder_files
+from models.contract.features import FeatureEncoder, FeatureType
+from models.contract.manifest import (
     ITEM_IDS_FILE,
     ITEM_VECTOR_QPARAMS_FILE,
     ITEM_VECTORS_FILE,
     MODEL_FILE,
     Manifest,
     checksum_files,
-    encoder_files,
     write_manifest,
 )
-from models.contract.features import FeatureEncoder, FeatureType
 from models.contract.signing import SIGNATURE_FILE, sign_manifest
 from models.provenance import git_commit, json_safe, package_version
 from training.data.schema import load_schema

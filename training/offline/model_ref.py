@@ -6,8 +6,10 @@ import argparse
 import os
 from pathlib import Path
 
-from models.contract.artifact import MANIFEST_FILE, Artifact, load_artifact
-from models.contract.repository import ModelRepository, RepositoryError
+from models.contract.artifact import Artifact, load_artifact
+from models.contract.manifest import MANIFEST_FILE
+from models.contract.repository import ModelRepository
+from models.contract.repository_reader import RepositoryError
 
 
 class ModelRefError(ValueError):

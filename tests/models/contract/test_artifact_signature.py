@@ -14,14 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.contract.artifact import (
-    MANIFEST_FILE,
-    MODEL_FILE,
-    ArtifactError,
-    load_artifact,
-    sha256_file,
-    verify_artifact,
-)
+from models.contract.artifact import load_artifact
+from models.contract.manifest import MANIFEST_FILE, MODEL_FILE, ArtifactError, sha256_file
 from models.contract.signing import (
     SIGNATURE_FILE,
     SigningError,
@@ -29,6 +23,7 @@ from models.contract.signing import (
     load_private_key,
     load_public_key,
 )
+from models.contract.verify import verify_artifact
 from rocketrank.cli import main as cli
 from tests.helpers.export import make_run, write_items
 from tests.helpers.signing import PRIVATE_KEY, PUBLIC_KEY, sign

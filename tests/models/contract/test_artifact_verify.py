@@ -13,14 +13,10 @@ import pytest
 import torch
 
 from models.contract import artifact as artifact_mod
-from models.contract.artifact import (
-    MANIFEST_FILE,
-    ArtifactError,
-    read_encoder,
-    sha256_file,
-    verify_artifact,
-)
+from models.contract.encoder_files import read_encoder
+from models.contract.manifest import MANIFEST_FILE, ArtifactError, sha256_file
 from models.contract.signing import SIGNATURE_FILE
+from models.contract.verify import verify_artifact
 from tests.helpers.export import make_run, write_items
 from tests.helpers.repo import ROOT
 from tests.helpers.signing import PUBLIC_KEY, load_signed, sign

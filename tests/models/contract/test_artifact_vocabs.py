@@ -8,14 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from models.contract.artifact import (
-    ENCODER_FILE,
-    VOCABS_FILE,
-    ArtifactError,
-    decode_encoder,
-    encoder_files,
-)
+from models.contract.encoder_files import decode_encoder, encoder_files
 from models.contract.features import FeatureEncoder, FeatureSpec
+from models.contract.manifest import ENCODER_FILE, VOCABS_FILE, ArtifactError
 
 I64 = np.iinfo(np.int64)
 

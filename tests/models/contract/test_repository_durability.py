@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from models.contract.repository import (
+from models.contract.repository import ModelRepository, ReadOnlyRepositoryError
+from models.contract.repository_reader import (
     CURRENT,
     HISTORY_FILE,
     BrokenPointerError,
-    ModelRepository,
-    ReadOnlyRepositoryError,
     RepositoryError,
 )
 from rocketrank.cli import main as cli

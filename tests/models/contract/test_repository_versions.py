@@ -11,14 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from models.contract.artifact import ArtifactError
-from models.contract.repository import (
-    CURRENT,
-    ModelRepository,
-    RepositoryError,
-    resolve_current,
-    version_sort_key,
-)
+from models.contract.manifest import ArtifactError
+from models.contract.repository import ModelRepository, resolve_current
+from models.contract.repository_reader import CURRENT, RepositoryError, version_sort_key
 from rocketrank.cli import main as cli
 from tests.helpers.export import tiny_writer
 from tests.helpers.signing import load_signed

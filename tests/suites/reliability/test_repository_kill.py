@@ -3,7 +3,7 @@ history.json and `current` copied as a directory: the repository still loads the
 last good version, and the service still starts on it.
 
 Each writer runs in a subprocess with ``RR_REPOSITORY_PAUSE_AT=<step>``
-(``models/contract/repository.py``): at that step it writes a marker file and
+(``models/contract/repository_fs.py``): at that step it writes a marker file and
 blocks; the test SIGKILLs it there, then checks the repository from outside.
 """
 
@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from models.contract.repository import CURRENT, HISTORY_FILE, PAUSE_ENV, ModelRepository
+from models.contract.repository import ModelRepository
+from models.contract.repository_fs import PAUSE_ENV
+from models.contract.repository_reader import CURRENT, HISTORY_FILE
 from models.contract.signing import SIGNATURE_FILE, generate_key_pair
 from service.app import create_app
 from service.settings import Settings

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models.contract.artifact import read_manifest
+from models.contract.manifest import read_manifest
 from models.contract.repository import ModelRepository
 from rocketrank.cli import main
 
