@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 from torch import Tensor, nn
 
 from models.booster import DCNBooster, MLPBooster
-from models.contract.features import FeatureSpec, Side
+from models.contract.feature_spec import FeatureSpec, Side
 from models.cost import count_flops, count_parameters, flops_per_candidate
 from models.embedding import (
     BOOSTER,

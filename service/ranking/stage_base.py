@@ -26,7 +26,7 @@ from models.contract.artifact import (
     Artifact,
     sha256_bytes,  # re-exported from models.provenance
 )
-from models.contract.features import FeatureType
+from models.contract.feature_spec import FeatureType
 from service.feature_store.base import IdIndex, ItemTable
 from service.ranking.values import (
     DEFAULT_CACHE_BYTES,

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from models.contract.features import FeatureEncoder, FeatureSpec
+from models.contract.feature_spec import FeatureSpec
+from models.contract.features import FeatureEncoder
 from models.joint import JointModel, JointModelArgs
 from training.export.run_loader import TrainedRun
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from models.contract.features import FeatureSpec
+from models.contract.feature_spec import FeatureSpec
 from models.joint import JointModel, JointModelArgs
 
 SPECS = [

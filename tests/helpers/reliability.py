@@ -256,7 +256,8 @@ def _other_feature_set_writer(world: Mapping[str, Any]) -> Callable[[Path, str],
         checksum_files,
         write_manifest,
     )
-    from models.contract.features import FeatureEncoder, FeatureSpec
+    from models.contract.feature_spec import FeatureSpec
+    from models.contract.features import FeatureEncoder
 
     item_names = ["item_id", "category", "price", "brand"]
     specs = [s for s in sf.SPECS if s.name != "tags"]

@@ -36,7 +36,8 @@ from models.contract.artifact import (
     checksum_files,
     write_manifest,
 )
-from models.contract.features import FeatureEncoder, FeatureSpec
+from models.contract.feature_spec import FeatureSpec
+from models.contract.features import FeatureEncoder
 from models.contract.repository import ModelRepository
 from tests.helpers import signing
 from tests.helpers.net import free_port

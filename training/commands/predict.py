@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from models.contract.artifact import ArtifactError
-from models.contract.features import ContractError
+from models.contract.feature_spec import ContractError
 from training.data.readers import DataReadError
 from training.data.schema import SchemaError
 from training.offline.batch import predict_log

@@ -24,7 +24,8 @@ from models.contract.artifact import (
     encoder_files,
     write_manifest,
 )
-from models.contract.features import FeatureEncoder, FeatureType
+from models.contract.feature_spec import FeatureType
+from models.contract.features import FeatureEncoder
 from models.contract.signing import SIGNATURE_FILE, sign_manifest
 from models.provenance import git_commit, json_safe, package_version
 from training.data.schema import load_schema

@@ -15,7 +15,8 @@ from models.contract.artifact import (
     decode_encoder,
     encoder_files,
 )
-from models.contract.features import FeatureEncoder, FeatureSpec
+from models.contract.feature_spec import FeatureSpec
+from models.contract.features import FeatureEncoder
 
 I64 = np.iinfo(np.int64)
 
