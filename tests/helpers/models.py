@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from models.contract.feature_spec import FeatureSpec
-from models.joint import JointModel, JointModelArgs
+from models.joint import JointModel
+from models.joint_args import JointModelArgs
 
 SPECS = [
     FeatureSpec(name="user_id", type="categorical", side="user", dim=6),

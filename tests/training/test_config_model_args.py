@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from models.joint import JointModelArgs
+from models.joint_args import JointModelArgs
 from tests.helpers.repo import ROOT
 from training.config import ModelConfig, architecture_args, load_config, model_args
 from training.data.schema import load_schema

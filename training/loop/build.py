@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.joint import JointModel, JointModelArgs
+from models.joint import JointModel
+from models.joint_args import JointModelArgs
 from training.config import RunConfig, model_args
 from training.data.prepare import PreparedData
 from training.loop.errors import TrainingError
