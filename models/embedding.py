@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from models.contract.features import PAD_INDEX, FeatureSpec
+from models.contract.feature_spec import PAD_INDEX, FeatureSpec
 
 BOOSTER = "booster"
 LIGHT = "light"

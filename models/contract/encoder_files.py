@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.contract.features import ContractError, FeatureEncoder
+from models.contract.feature_spec import ContractError
+from models.contract.features import FeatureEncoder
 from models.contract.manifest import ENCODER_FILE, VOCABS_FILE, ArtifactError
 
 

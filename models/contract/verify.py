@@ -18,7 +18,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from models.contract.encoder_files import decode_encoder
-from models.contract.features import ContractError, FeatureEncoder, FeatureSpec
+from models.contract.feature_spec import ContractError, FeatureSpec
+from models.contract.features import FeatureEncoder
 from models.contract.manifest import (
     _REQUIRED_FILES,
     _UNLISTED,

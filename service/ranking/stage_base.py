@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from models.contract.artifact import Artifact
-from models.contract.features import FeatureType
+from models.contract.feature_spec import FeatureType
 from models.contract.manifest import sha256_bytes  # re-exported from models.provenance
 from service.feature_store.base import IdIndex, ItemTable
 from service.ranking.values import (

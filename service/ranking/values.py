@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.contract.features import FeatureEncoder, FeatureSpec, FeatureType
+from models.contract.feature_spec import FeatureSpec, FeatureType
+from models.contract.features import FeatureEncoder
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SCALARS = frozenset({str, int, float, bool, type(None)})

@@ -16,8 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from models.contract.features import FeatureEncoder, FeatureSpec
-from models.joint import JointModel, JointModelArgs
+from models.contract.feature_spec import FeatureSpec
+from models.contract.features import FeatureEncoder
+from models.joint import JointModel
+from models.joint_args import JointModelArgs
 from training.export.run_loader import TrainedRun
 
 N_ITEMS = 300

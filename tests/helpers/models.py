@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from models.contract.features import FeatureSpec
-from models.joint import JointModel, JointModelArgs
+from models.contract.feature_spec import FeatureSpec
+from models.joint import JointModel
+from models.joint_args import JointModelArgs
 
 SPECS = [
     FeatureSpec(name="user_id", type="categorical", side="user", dim=6),

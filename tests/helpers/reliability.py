@@ -249,7 +249,8 @@ def _other_feature_set_writer(world: Mapping[str, Any]) -> Callable[[Path, str],
     import torch
     from torch import nn
 
-    from models.contract.features import FeatureEncoder, FeatureSpec
+    from models.contract.feature_spec import FeatureSpec
+    from models.contract.features import FeatureEncoder
     from models.contract.manifest import (
         ENCODER_FILE,
         MODEL_FILE,

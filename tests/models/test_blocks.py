@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.booster import CrossNet, DCNBooster, MLPBooster
-from models.contract.features import FeatureSpec
+from models.contract.feature_spec import FeatureSpec
 from models.cost import count_parameters
 from models.embedding import BOOSTER, LIGHT, EmbeddingCollection
 from models.light import MAX_SCALE, TwoTower

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.contract.features import FeatureSpec
+from models.contract.feature_spec import FeatureSpec
 from models.embedding import LIGHT, EmbeddingCollection
 
 SPECS = [

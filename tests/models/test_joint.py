@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from models.cost import count_parameters, flops_per_candidate
-from models.joint import JointModel, JointModelArgs
+from models.joint import JointModel
+from models.joint_args import JointModelArgs
 from tests.helpers.models import PRIVILEGED, make_args, make_batch, make_model
 
 KINDS = ["mlp", "two_tower"]

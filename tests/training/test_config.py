@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from models.contract.features import Side
+from models.contract.feature_spec import Side
 from models.joint import JointModel
 from tests.helpers.repo import ROOT
 from training.config.errors import ConfigError

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from models.joint import JointModelArgs
+from models.joint_args import JointModelArgs
 from tests.helpers.repo import ROOT
 from training.config.model_section import ModelConfig, architecture_args, model_args
 from training.config.run import load_config

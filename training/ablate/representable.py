@@ -38,7 +38,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from models.contract.features import FeatureEncoder, Side
+from models.contract.feature_spec import Side
+from models.contract.features import FeatureEncoder
 from training.data.dataset import Batch
 from training.data.prepare import PreparedData
 from training.evaluate import gap_closed

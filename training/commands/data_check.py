@@ -21,13 +21,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from models.contract.features import (
-    OOV_INDEX,
-    PAD_INDEX,
-    Encoding,
-    FeatureEncoder,
-    FeatureType,
-)
+from models.contract.feature_spec import OOV_INDEX, PAD_INDEX, Encoding, FeatureType
+from models.contract.features import FeatureEncoder
 from training.data.data_dir import find_data_files, resolve_schema
 from training.data.encoding import encode_features
 from training.data.readers import DataReadError

@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from models.contract.features import ContractError
+from models.contract.feature_spec import ContractError
 from models.contract.manifest import ArtifactError
 from training.data.readers import DataReadError
 from training.data.schema import SchemaError

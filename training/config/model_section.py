@@ -1,6 +1,6 @@
 """The model section of the run config and its mapping to ``JointModelArgs``.
 
-:class:`ModelConfig` is the YAML face of :class:`~models.joint.JointModelArgs`;
+:class:`ModelConfig` is the YAML face of :class:`~models.joint_args.JointModelArgs`;
 :func:`architecture_args` maps it field by field, :func:`model_args` adds what the
 schema, the data and the hint decide (:data:`DATA_ARGS`), and an import-time check
 fails when the two drift apart.
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from models.contract.features import Side
-from models.joint import JointModelArgs
+from models.contract.feature_spec import Side
+from models.joint_args import JointModelArgs
 from training.config.errors import ConfigError, non_negative, positive
 from training.data.schema import Schema
 from training.distill.rules import Hint
@@ -33,7 +33,7 @@ def _arg(name: str) -> dict[str, str]:
 class ModelConfig:
     """Architecture of booster and light net: the YAML face of ``JointModelArgs``.
 
-    Every field fills the :class:`~models.joint.JointModelArgs` argument of the
+    Every field fills the :class:`~models.joint_args.JointModelArgs` argument of the
     same name (or the one its ``_arg`` metadata names), so :func:`model_args`
     maps them without a hand-written list, and a model argument with no field
     here is an error at import (:func:`_check_model_fields`). The arguments left
@@ -112,7 +112,7 @@ class ModelConfig:
 
 
 def model_args(cfg: RunConfig, schema: Schema, cardinality: Callable[[str], int]) -> JointModelArgs:
-    """The :class:`~models.joint.JointModelArgs` of a run.
+    """The :class:`~models.joint_args.JointModelArgs` of a run.
 
     Served and privileged features come from the schema's task. A two-tower
     light net cannot read user×item (``side: cross``) features, so any such
@@ -181,7 +181,7 @@ def _check_model_fields() -> None:
     if filled != wanted:
         raise TypeError(
             "training.config.model_section.ModelConfig does not match "
-            "models.joint.JointModelArgs: "
+            "models.joint_args.JointModelArgs: "
             f"missing {sorted(wanted - filled)}, unknown {sorted(filled - wanted)}"
         )
 

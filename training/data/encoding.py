@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from models.contract.features import PAD_INDEX, EncodeReport, FeatureEncoder, FeatureType
+from models.contract.feature_spec import PAD_INDEX, FeatureType
+from models.contract.features import EncodeReport, FeatureEncoder
 from training.data.schema import Schema
 
 

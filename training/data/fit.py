@@ -35,15 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from models.contract.features import (
-    Encoding,
-    FeatureEncoder,
-    FeatureSpec,
-    FeatureType,
-    Transform,
-    Vocabulary,
-    numeric_stats,
-)
+from models.contract.categorical import Vocabulary
+from models.contract.feature_spec import Encoding, FeatureSpec, FeatureType, Transform
+from models.contract.features import FeatureEncoder
+from models.contract.numeric import numeric_stats
 from training.data.encoding import _nullable_ints
 from training.data.schema import Schema
 
@@ -138,7 +133,7 @@ class _Sample:
 
 def vocabulary_values(spec: FeatureSpec, values: np.ndarray) -> np.ndarray:
     """The raw values of one chunk the vocabulary counts (as ``FeatureEncoder.fit``
-    and ``_fit_vocab`` see them): present values, bags truncated to ``max_len``,
+    and ``fit_vocab`` see them): present values, bags truncated to ``max_len``,
     integral floats as int64, anything else as strings."""
     if spec.is_bag:
         raw = _bag_values(values, spec.max_len)

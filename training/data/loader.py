@@ -32,7 +32,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.contract import categorical as contract_categorical
+from models.contract import feature_spec as contract_feature_spec
 from models.contract import features as contract_features
+from models.contract import numeric as contract_numeric
 from models.contract.features import EncodeReport, FeatureEncoder
 from training.data import data_dir as data_dir_module
 from training.data import dataset as dataset_module
@@ -146,6 +149,9 @@ def code_fingerprint() -> str:
     digest = hashlib.sha256()
     for module in (
         contract_features,
+        contract_feature_spec,
+        contract_categorical,
+        contract_numeric,
         readers_module,
         data_dir_module,
         encoding_module,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.contract.features import Side
+from models.contract.feature_spec import Side
 from training.data.schema import Schema
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from models.contract.features import FeatureType
+from models.contract.feature_spec import FeatureType
 from training.data.schema import Schema
 from training.data.source import SourceError, SplitSource
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from models.contract.features import ContractError, FeatureSpec, Side
+from models.contract.feature_spec import ContractError, FeatureSpec, Side
 
 
 class SchemaError(ValueError):

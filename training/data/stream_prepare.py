@@ -27,7 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.contract import categorical as contract_categorical
+from models.contract import feature_spec as contract_feature_spec
 from models.contract import features as contract_features
+from models.contract import numeric as contract_numeric
 from models.contract.features import EncodeReport, FeatureEncoder
 from training.data import chunk_cache as chunk_cache_module
 from training.data import column_checks as column_checks_module
@@ -56,6 +59,9 @@ log = logging.getLogger(__name__)
 _FORMAT = 1
 _CODE = (
     contract_features,
+    contract_feature_spec,
+    contract_categorical,
+    contract_numeric,
     readers_module,
     data_dir_module,
     encoding_module,

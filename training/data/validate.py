@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.contract.features import Encoding, FeatureType
+from models.contract.feature_spec import Encoding, FeatureType
 from training.data.column_checks import (
     check_bag,
     check_categorical,

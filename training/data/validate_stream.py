@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from models.contract.features import OOV_INDEX, PAD_INDEX, Encoding, FeatureEncoder, FeatureType
+from models.contract.feature_spec import OOV_INDEX, PAD_INDEX, Encoding, FeatureType
+from models.contract.features import FeatureEncoder
 from training.data.column_checks import null_mask
 from training.data.data_dir import DataFiles
 from training.data.encoding import encode_features

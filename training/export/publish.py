@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from models.contract.encoder_files import encoder_files
-from models.contract.features import FeatureEncoder, FeatureType
+from models.contract.feature_spec import FeatureType
+from models.contract.features import FeatureEncoder
 from models.contract.manifest import (
     ITEM_IDS_FILE,
     ITEM_VECTOR_QPARAMS_FILE,

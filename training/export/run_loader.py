@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from models.contract.features import FeatureEncoder
-from models.joint import JointModel, JointModelArgs
+from models.joint import JointModel
+from models.joint_args import JointModelArgs
 from training.export.errors import ExportError
 from training.loop.run_files import CONFIG_FILE, ENCODER_FILE, METRICS_FILE, STATE_DICT_FILE
 

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.joint import JointModel, JointModelArgs
+from models.joint import JointModel
+from models.joint_args import JointModelArgs
 from training.config.model_section import model_args
 from training.config.run import RunConfig
 from training.data.prepare import PreparedData

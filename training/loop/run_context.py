@@ -14,7 +14,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from models.joint import JointModel, JointModelArgs
+from models.joint import JointModel
+from models.joint_args import JointModelArgs
 from training.config.run import RunConfig
 from training.data.prepare import PreparedData
 from training.distill.losses import DistillSettings

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from models.contract.features import Side
+from models.contract.feature_spec import Side
 from training.data.data_dir import find_data_files, resolve_schema
 from training.data.readers import DataReadError, read_columns
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from models.contract.encoder_files import decode_encoder, encoder_files
-from models.contract.features import FeatureEncoder, FeatureSpec
+from models.contract.feature_spec import FeatureSpec
+from models.contract.features import FeatureEncoder
 from models.contract.manifest import ENCODER_FILE, VOCABS_FILE, ArtifactError
 
 I64 = np.iinfo(np.int64)

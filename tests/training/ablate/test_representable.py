@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from models.contract.features import FeatureEncoder, FeatureSpec
+from models.contract.feature_spec import FeatureSpec
+from models.contract.features import FeatureEncoder
 from training.ablate.representable import (
     RepresentableSpec,
     default_pair_key,

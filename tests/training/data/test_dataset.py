@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from models.contract.features import OOV_INDEX, PAD_INDEX, FeatureEncoder
+from models.contract.feature_spec import OOV_INDEX, PAD_INDEX
+from models.contract.features import FeatureEncoder
 from tests.helpers.data import SCHEMA, make_log, schema, write_data_dir, write_frame
 from training.data.dataset import EncodedSplit, encode_split, fit_encoder
 from training.data.loader import CACHE_DIR_NAME, load_dataset

@@ -119,7 +119,8 @@ def test_find_data_files_refuses_ambiguous_split(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["int", "str"])
 def test_vectorised_bag_path_matches_the_general_loop(kind: str) -> None:
-    from models.contract.features import FeatureSpec, _bag_matrix
+    from models.contract.categorical import bag_matrix
+    from models.contract.feature_spec import FeatureSpec
 
     rng = np.random.default_rng(0)
     spec = FeatureSpec(name="tags", type="multi_categorical", side="item", max_len=3)
@@ -132,14 +133,14 @@ def test_vectorised_bag_path_matches_the_general_loop(kind: str) -> None:
             cells[i] = rng.integers(0, 50, n).astype(np.int64)
         else:
             cells[i] = np.asarray([f"t{v}" for v in rng.integers(0, 50, n)], dtype=object)
-    fast_flat, fast_pos = _bag_matrix(cells, spec)
-    slow_flat, slow_pos = _bag_matrix(list(cells), spec)  # a list takes the Python loop
+    fast_flat, fast_pos = bag_matrix(cells, spec)
+    slow_flat, slow_pos = bag_matrix(list(cells), spec)  # a list takes the Python loop
     assert fast_flat.dtype == slow_flat.dtype
     np.testing.assert_array_equal(fast_flat, slow_flat)
     np.testing.assert_array_equal(fast_pos, slow_pos)
     empty = np.empty(2, dtype=object)
     empty[:] = [np.zeros(0, np.int64), None]
-    flat, pos = _bag_matrix(empty, spec)
+    flat, pos = bag_matrix(empty, spec)
     assert flat.dtype == np.int64 and len(flat) == 0 and (pos == -1).all()
 
 

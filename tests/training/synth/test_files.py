@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import training.synth.generator as synth
-from models.contract.features import FeatureEncoder, Side
+from models.contract.feature_spec import Side
+from models.contract.features import FeatureEncoder
 from rocketrank.cli import main as rocketrank
 from training.data.schema import Schema, load_schema
 from training.evaluate import auc
