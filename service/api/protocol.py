@@ -5,17 +5,49 @@ connection and sends its request line and headers slowly (or never) holds the
 connection indefinitely. This protocol closes a connection whose request headers
 are not complete within ``header_timeout_s`` of the connection opening or of the
 request's first byte. The body has its own deadline in the rank endpoint.
+
+It also puts the connection's socket descriptor into each request's scope
+(:data:`SOCKET_FD`), so the rank endpoint can ask the kernel whether the client has
+closed the connection before it scores a queued request (:func:`peer_closed`): the
+event loop may not have read the client's FIN yet when a rank thread picks the
+request up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.settings import ENV_PREFIX, Settings
+
+#: scope key of the connection's socket descriptor (absent outside this protocol)
+SOCKET_FD = "rocketrank.socket_fd"
+
+
+def peer_closed(fd: int | None) -> bool:
+    """Whether the client closed the connection ``fd``: a FIN or reset is in the kernel.
+
+    Reads nothing (``MSG_PEEK``) and never blocks. False when unknown (no descriptor).
+    A descriptor already closed and reused means the client is gone too.
+    """
+    if fd is None:
+        return False
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return True  # closed meanwhile
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False  # open, nothing more sent
+    except OSError:
+        return True  # reset, or the descriptor is no longer a socket
+    finally:
+        sock.detach()  # the transport owns the descriptor
 
 
 def header_timeout_s() -> float:
@@ -52,10 +84,14 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else None
         self._arm()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self._fd is not None:
+            self.scope[SOCKET_FD] = self._fd  # type: ignore[literal-required]
         self._arm()
 
     def on_headers_complete(self) -> None:
