@@ -6,10 +6,10 @@ connection indefinitely. This protocol closes a connection whose request headers
 are not complete within ``header_timeout_s`` of the connection opening or of the
 request's first byte. The body has its own deadline in the rank endpoint.
 
-It also puts the connection's socket descriptor into each request's scope
-(:data:`SOCKET_FD`), so the rank endpoint can ask the kernel whether the client has
+It also puts the connection (transport and socket descriptor) into each request's
+scope (:data:`CONNECTION`), so the rank endpoint can ask whether the client has
 closed the connection before it scores a queued request (:func:`peer_closed`): the
-event loop may not have read the client's FIN yet when a rank thread picks the
+event loop may not have handled the client's FIN yet when a rank thread picks the
 request up.
 """
 
@@ -24,30 +24,37 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.settings import ENV_PREFIX, Settings
 
-#: scope key of the connection's socket descriptor (absent outside this protocol)
-SOCKET_FD = "rocketrank.socket_fd"
+#: scope key of ``(transport, socket descriptor)`` (absent outside this protocol)
+CONNECTION = "rocketrank.connection"
 
 
-def peer_closed(fd: int | None) -> bool:
-    """Whether the client closed the connection ``fd``: a FIN or reset is in the kernel.
+def peer_closed(connection: tuple[asyncio.Transport, int] | None) -> bool:
+    """Whether the client closed the connection: its transport is closing (the loop
+    saw EOF or an error), or a FIN or reset is waiting in the kernel.
 
-    Reads nothing (``MSG_PEEK``) and never blocks. False when unknown (no descriptor).
-    A descriptor already closed and reused means the client is gone too.
+    Callable from a rank thread: reads nothing (``MSG_PEEK``), never blocks. The
+    transport is asked again after the peek: while it is not closing the descriptor
+    is still its own (it is closed, and may be reused, only after closing began), so
+    the peek looked at this client's socket. False when unknown (no connection).
     """
-    if fd is None:
+    if connection is None:
         return False
+    transport, fd = connection
+    if transport.is_closing():
+        return True
     try:
         sock = socket.socket(fileno=fd)
     except OSError:
         return True  # closed meanwhile
     try:
-        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        eof = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
-        return False  # open, nothing more sent
+        eof = False  # open, nothing more sent
     except OSError:
-        return True  # reset, or the descriptor is no longer a socket
+        eof = True  # reset, or closed meanwhile
     finally:
         sock.detach()  # the transport owns the descriptor
+    return transport.is_closing() or eof
 
 
 def header_timeout_s() -> float:
@@ -91,7 +98,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._fd is not None:
-            self.scope[SOCKET_FD] = self._fd  # type: ignore[literal-required]
+            self.scope[CONNECTION] = (self.transport, self._fd)  # type: ignore[literal-required]
         self._arm()
 
     def on_headers_complete(self) -> None:

@@ -24,7 +24,7 @@ from service.api import binary
 from service.api.admission import busy, check_content_type, drain, receive_body
 from service.api.deps import ServiceState
 from service.api.parsing import RequestError, error, parse_rank_request
-from service.api.protocol import SOCKET_FD, peer_closed
+from service.api.protocol import CONNECTION, peer_closed
 from service.api.rank_metrics import child, observe_request
 from service.api.responses import JSON_TYPE, detail, serialize
 from service.ranking.values import FeatureValueError
@@ -41,14 +41,14 @@ class Abandoned:
     """Whether the client of a queued request has left: set by the event loop on
     ``http.disconnect``, or seen in the kernel (the loop may not have read the FIN yet)."""
 
-    __slots__ = ("disconnected", "fd")
+    __slots__ = ("connection", "disconnected")
 
-    def __init__(self, fd: int | None = None) -> None:
+    def __init__(self, connection: tuple[asyncio.Transport, int] | None = None) -> None:
         self.disconnected = False
-        self.fd = fd
+        self.connection = connection
 
     def gone(self) -> bool:
-        return self.disconnected or peer_closed(self.fd)
+        return self.disconnected or peer_closed(self.connection)
 
 
 # status of a request that is not answered (its client left before it was scored)
@@ -126,12 +126,12 @@ async def _run(
     start: float,
     receive: Receive,
     codec: binary.BinaryExchange | None = None,
-    fd: int | None = None,
+    connection: tuple[asyncio.Transport, int] | None = None,
 ) -> tuple[int, bytes, str]:
     if len(body) <= _INLINE_BODY_BYTES and state.store.kind in _INLINE_STORES:
         return process(state, body, start, time.perf_counter(), None, codec)
     loop = asyncio.get_running_loop()
-    abandoned = Abandoned(fd)
+    abandoned = Abandoned(connection)
     watcher = loop.create_task(_watch_disconnect(receive, abandoned))
     try:
         return await loop.run_in_executor(
@@ -208,7 +208,7 @@ class RankEndpoint:
         else:
             try:
                 status, payload, stage = await _run(
-                    state, body, start, receive, codec, scope.get(SOCKET_FD)
+                    state, body, start, receive, codec, scope.get(CONNECTION)
                 )
             finally:
                 state.inflight -= 1
