@@ -1,6 +1,6 @@
 """Overload: 3x the sustainable rate for 30 s against ``rocketrank serve`` under uvicorn.
 
-The sustainable rate R is measured first, on this machine, in this run: two closed-loop
+The sustainable rate R is measured first, on this machine, in this run: four closed-loop
 clients keep the worker's one rank thread busy and R is the rate of their answers. Then,
 for 30 s, an open-loop client offers 2.5 R of cascade requests (and waits for every
 answer) while another offers 0.5 R of fine-stage requests whose clients close the
