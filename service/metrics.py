@@ -6,10 +6,19 @@ Each app owns a :class:`ServiceMetrics` with its own registry, so several apps
 writes its values to that directory and ``/metrics`` aggregates all workers with
 a ``MultiProcessCollector``; the directory must be emptied before the workers
 start (``rocketrank serve`` does it).
+
+Live gauges (``model_info`` ``livemax``, ``feature_store_up`` ``livemin``) aggregate
+only the workers that still run: a worker drops its files when it exits, and the
+files of a worker that died without exiting (SIGKILL, OOM kill) are dropped by the
+next worker to start and at every scrape (:func:`forget_dead_workers`), so a killed
+worker's last values never outlive it. Counter and histogram files of dead workers
+stay: their counts happened, and dropping them would make totals go backwards.
 """
 
 from __future__ import annotations
 
+import glob
+import logging
 import os
 
 from prometheus_client import (
@@ -50,8 +59,45 @@ SHED_REASONS = ("overload", "deadline", "disconnected", "body_timeout")
 CANDIDATE_BUCKETS = (1, 10, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000)
 
 
+log = logging.getLogger(__name__)
+
+
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: running
+    # a killed worker that its supervisor has not reaped yet is a zombie: dead here
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+def dead_worker_pids(directory: str) -> list[int]:
+    """Pids that have live-gauge files in ``directory`` but no longer run."""
+    pids = set()
+    for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
+        pid = os.path.basename(path)[: -len(".db")].rsplit("_", 1)[-1]
+        if pid.isdigit():
+            pids.add(int(pid))
+    return sorted(pid for pid in pids if not _running(pid))
+
+
+def forget_dead_workers(directory: str) -> list[int]:
+    """Drop the live-gauge files of workers that died without exiting; returns their pids."""
+    dead = dead_worker_pids(directory)
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, directory)
+    return dead
 
 
 class ServiceMetrics:
@@ -76,7 +122,12 @@ class ServiceMetrics:
     """
 
     def __init__(self) -> None:
-        self.multiprocess = multiprocess_dir() is not None
+        directory = multiprocess_dir()
+        self.multiprocess = directory is not None
+        if directory is not None:
+            dead = forget_dead_workers(directory)
+            if dead:
+                log.warning("dropped the live gauges of dead worker(s) %s", dead)
         # In multiprocess mode values live in files; the metric objects need no registry.
         self.registry = CollectorRegistry(auto_describe=True)
         # CPU seconds and resident memory for the dashboard's process panels (in
@@ -157,7 +208,9 @@ class ServiceMetrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type (all workers in multiprocess mode)."""
-        if self.multiprocess:
+        directory = multiprocess_dir()
+        if self.multiprocess and directory is not None:
+            forget_dead_workers(directory)
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             ProcessCollector(registry=registry)

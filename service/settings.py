@@ -74,7 +74,8 @@ class Settings(BaseSettings):
             answered 503 without being scored.
         body_timeout_s: a request body not fully received within this is refused (408).
         retry_after_s: the ``Retry-After`` of a 503 from admission control.
-        limit_concurrency: uvicorn's cap of open connections + tasks per worker (503 beyond).
+        limit_concurrency: uvicorn's cap of open connections + tasks per worker (503 beyond);
+            ``rocketrank serve`` raises the open-file limit to cover it.
         timeout_keep_alive_s: uvicorn closes an idle keep-alive connection after this.
         header_timeout_s: a connection whose request headers are not complete this long
             after it opened (or after the request's first byte) is closed.

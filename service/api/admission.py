@@ -72,7 +72,7 @@ async def receive_body(
     the worker's buffer budget.
 
     Returns:
-        The body, or None when the client disconnected.
+        The body, or None when the client disconnected (counted as ``disconnected``).
 
     Raises:
         RequestError: 400 (bad Content-Length), 413 (too large), 503 (buffer budget).
@@ -91,6 +91,8 @@ async def receive_body(
         while more:
             message = await receive()
             if message["type"] != "http.request":
+                # the client left before its body was in: dropped, never scored
+                child(state.metrics.shed, "disconnected").inc()
                 return None
             chunk = message.get("body", b"")
             more = message.get("more_body", False)

@@ -24,6 +24,7 @@ from service.api import binary
 from service.api.admission import busy, check_content_type, drain, receive_body
 from service.api.deps import ServiceState
 from service.api.parsing import RequestError, error, parse_rank_request
+from service.api.protocol import CONNECTION, peer_closed
 from service.api.rank_metrics import child, observe_request
 from service.api.responses import JSON_TYPE, detail, serialize
 from service.ranking.values import FeatureValueError
@@ -37,12 +38,17 @@ _INLINE_STORES = frozenset({"embedded"})
 
 
 class Abandoned:
-    """Set by the event loop when the client of a queued request disconnects."""
+    """Whether the client of a queued request has left: set by the event loop on
+    ``http.disconnect``, or seen in the kernel (the loop may not have read the FIN yet)."""
 
-    __slots__ = ("disconnected",)
+    __slots__ = ("connection", "disconnected")
 
-    def __init__(self) -> None:
+    def __init__(self, connection: tuple[asyncio.Transport, int] | None = None) -> None:
         self.disconnected = False
+        self.connection = connection
+
+    def gone(self) -> bool:
+        return self.disconnected or peer_closed(self.connection)
 
 
 # status of a request that is not answered (its client left before it was scored)
@@ -70,7 +76,7 @@ def process(
     """
     settings = state.settings
     t = time.perf_counter()
-    if abandoned is not None and abandoned.disconnected:
+    if abandoned is not None and abandoned.gone():
         child(state.metrics.shed, "disconnected").inc()
         return NOT_ANSWERED, b"", "invalid"
     if (t - start) * 1e3 > settings.request_deadline_ms:
@@ -120,11 +126,12 @@ async def _run(
     start: float,
     receive: Receive,
     codec: binary.BinaryExchange | None = None,
+    connection: tuple[asyncio.Transport, int] | None = None,
 ) -> tuple[int, bytes, str]:
     if len(body) <= _INLINE_BODY_BYTES and state.store.kind in _INLINE_STORES:
         return process(state, body, start, time.perf_counter(), None, codec)
     loop = asyncio.get_running_loop()
-    abandoned = Abandoned()
+    abandoned = Abandoned(connection)
     watcher = loop.create_task(_watch_disconnect(receive, abandoned))
     try:
         return await loop.run_in_executor(
@@ -200,7 +207,9 @@ class RankEndpoint:
             status, payload, stage = exc.status, detail(exc), "invalid"
         else:
             try:
-                status, payload, stage = await _run(state, body, start, receive, codec)
+                status, payload, stage = await _run(
+                    state, body, start, receive, codec, scope.get(CONNECTION)
+                )
             finally:
                 state.inflight -= 1
         if status == NOT_ANSWERED:

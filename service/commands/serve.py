@@ -9,12 +9,18 @@ With `--workers N > 1` Prometheus runs in multiprocess mode: a fresh
 `PROMETHEUS_MULTIPROC_DIR` (a temporary directory unless set) is emptied
 before the workers start. Torch runs one intra-op thread per worker unless
 `ROCKETRANK_TORCH_THREADS` asks for more (capped at cores // N).
+
+Each worker may hold `ROCKETRANK_LIMIT_CONCURRENCY` connections, one file
+descriptor each, plus its own files: the soft open-file limit is raised to
+cover that (up to the hard limit, inherited by the workers), with a warning when
+the hard limit is too low for the configured cap.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -65,6 +71,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", help="logging level (default INFO)")
 
 
+# descriptors a worker needs besides its connections: model and data files, the
+# event loop, Redis, the multiprocess metric files, logging
+_OWN_FILES = 256
+
+
+def _raise_open_file_limit(limit_concurrency: int) -> None:
+    """Soft RLIMIT_NOFILE ≥ the connection cap plus the worker's own files (≤ hard limit)."""
+    need = limit_concurrency + _OWN_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    if soft != resource.RLIM_INFINITY and soft < need:
+        print(
+            f"rocketrank serve: warning: the open-file limit ({soft}) is below "
+            f"ROCKETRANK_LIMIT_CONCURRENCY ({limit_concurrency}) + {_OWN_FILES}; connections "
+            "beyond it fail at accept instead of getting a 503: raise `ulimit -n` or lower "
+            "ROCKETRANK_LIMIT_CONCURRENCY",
+            file=sys.stderr,
+        )
+
+
 def _prepare_multiprocess_dir() -> None:
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
@@ -90,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     if not settings.repo.is_dir():
         print(f"rocketrank serve: model repository {settings.repo} does not exist", file=sys.stderr)
         return 2
+
+    _raise_open_file_limit(settings.limit_concurrency)
 
     import uvicorn
 

@@ -123,6 +123,14 @@ def test_a_client_that_left_while_queued_is_not_scored(app):
     assert shed(app, "disconnected") == 1
 
 
+def test_a_client_that_left_before_its_body_was_in_is_counted_and_not_scored(app):
+    scored_before = app.state.service.metrics.candidates.labels("cascade")._sum.get()
+    sent, _ = call(app, [request(b'{"user_id": 1, ', more=True), {"type": "http.disconnect"}])
+    assert sent == []
+    assert shed(app, "disconnected") == 1
+    assert app.state.service.metrics.candidates.labels("cascade")._sum.get() == scored_before
+
+
 def test_a_body_not_received_in_time_is_408(app):
     sent, _ = call(app, [request(b'{"user_id": 1, ', more=True)])
     assert status(sent) == 408
