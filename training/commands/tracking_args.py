@@ -1,0 +1,48 @@
+"""The run-tracking options ``train`` and ``ablate`` share (``training.loop.tracking``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from training.loop.mlflow_run import mlflow_client
+from training.loop.tracking import ENABLE_HINT, Tracking
+
+
+def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "run tracking", f"TensorBoard and MLflow come with {ENABLE_HINT}"
+    )
+    group.add_argument(
+        "--no-tensorboard",
+        action="store_true",
+        help="write no TensorBoard event files (default: RUN/tensorboard/; view them with "
+        "`tensorboard --logdir RUN`)",
+    )
+    group.add_argument(
+        "--mlflow",
+        default=None,
+        metavar="URI",
+        help="also track in MLflow at this tracking URI (e.g. sqlite:///mlflow.db, "
+        "http://host:5000): params, per-epoch and final metrics, run files",
+    )
+    group.add_argument(
+        "--mlflow-experiment",
+        default="rocketrank",
+        metavar="NAME",
+        help="MLflow experiment of the run (default rocketrank)",
+    )
+
+
+def tracking_from_args(args: argparse.Namespace) -> Tracking:
+    """The :class:`Tracking` the options ask for.
+
+    Raises:
+        TrainingError: ``--mlflow`` without MLflow installed (before any training starts).
+    """
+    if args.mlflow:
+        mlflow_client(args.mlflow)
+    return Tracking(
+        tensorboard=not args.no_tensorboard,
+        mlflow_uri=args.mlflow,
+        experiment=args.mlflow_experiment,
+    )
