@@ -33,6 +33,7 @@ import logging
 import math
 import re
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +140,10 @@ def tensorboard_writer(logdir: Path, purge_step: int | None = None) -> Any | Non
                 ENABLE_HINT,
             )
         return None
-    return SummaryWriter(str(logdir), purge_step=purge_step, flush_secs=30)
+    # the file name holds whole seconds only: a resume within the same second would
+    # overwrite the interrupted run's file, and TensorBoard reads files in name order
+    suffix = f".{time.time_ns():020d}"
+    return SummaryWriter(str(logdir), purge_step=purge_step, flush_secs=30, filename_suffix=suffix)
 
 
 class TensorBoard:
