@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from training.loop.mlflow_run import mlflow_client
+from training.loop.mlflow_run import require_mlflow
 from training.loop.tracking import ENABLE_HINT, Tracking
 
 
@@ -37,10 +37,11 @@ def tracking_from_args(args: argparse.Namespace) -> Tracking:
     """The :class:`Tracking` the options ask for.
 
     Raises:
-        TrainingError: ``--mlflow`` without MLflow installed (before any training starts).
+        TrainingError: ``--mlflow`` without MLflow installed (before any training starts;
+            the store itself is opened by rank 0 alone).
     """
     if args.mlflow:
-        mlflow_client(args.mlflow)
+        require_mlflow()
     return Tracking(
         tensorboard=not args.no_tensorboard,
         mlflow_uri=args.mlflow,

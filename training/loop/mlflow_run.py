@@ -32,23 +32,45 @@ from training.loop.tracking import (
 log = logging.getLogger(__name__)
 
 
-def mlflow_client(uri: str) -> Any:
-    """An ``MlflowClient`` on ``uri``.
+def require_mlflow() -> None:
+    """Import MLflow (without touching any store).
 
     Raises:
         TrainingError: MLflow is not installed.
     """
     try:
-        from mlflow.tracking import MlflowClient
+        import mlflow.tracking  # noqa: F401
     except ImportError as exc:
         raise TrainingError(f"--mlflow needs MLflow: {ENABLE_HINT}") from exc
+
+
+def mlflow_client(uri: str) -> Any:
+    """An ``MlflowClient`` on ``uri`` (a new sqlite store gets its tables here).
+
+    Raises:
+        TrainingError: MLflow is not installed.
+    """
+    require_mlflow()
+    from mlflow.tracking import MlflowClient
+
     return MlflowClient(tracking_uri=uri)
 
 
 def experiment_id(client: Any, name: str) -> str:
-    """The id of experiment ``name``, created when missing."""
+    """The id of experiment ``name``, created when missing.
+
+    A new experiment in a local sqlite store keeps its artifacts beside the
+    database (``DIR/mlartifacts/``), not in ``./mlruns`` of whatever directory
+    the command ran from.
+    """
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    location = None
+    uri = str(client.tracking_uri)
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return str(client.create_experiment(name, artifact_location=location))
 
 
 def stored_run_id(run_dir: Path, uri: str) -> str | None:
@@ -184,6 +206,7 @@ __all__ = [
     "log_metrics",
     "log_params",
     "mlflow_client",
+    "require_mlflow",
     "start_run",
     "stored_run_id",
 ]
