@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     except (ExportError, ArtifactError, RepositoryError) as exc:
         print(f"export failed: {exc}")
         return 1
-    if args.mlflow:
+    if getattr(args, "mlflow", None):
         try:
             log_export(args.mlflow, args.run, result.path)
         except TrainingError as exc:

@@ -40,10 +40,12 @@ def tracking_from_args(args: argparse.Namespace) -> Tracking:
         TrainingError: ``--mlflow`` without MLflow installed (before any training starts;
             the store itself is opened by rank 0 alone).
     """
-    if args.mlflow:
+    # a Namespace built without these options (a caller of ``run``) tracks with defaults
+    mlflow_uri = getattr(args, "mlflow", None)
+    if mlflow_uri:
         require_mlflow()
     return Tracking(
-        tensorboard=not args.no_tensorboard,
-        mlflow_uri=args.mlflow,
-        experiment=args.mlflow_experiment,
+        tensorboard=not getattr(args, "no_tensorboard", False),
+        mlflow_uri=mlflow_uri,
+        experiment=getattr(args, "mlflow_experiment", "rocketrank"),
     )
