@@ -185,9 +185,8 @@ def final_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
     values = numeric({net: metrics[net] for net in ("light", "booster")}, split)
     if metrics.get("light_calibrated"):
         values |= numeric(metrics["light_calibrated"]["after"], "light_calibrated")
-    for key in ("train_seconds", "train_cpu_seconds", "samples_per_second"):
-        values[f"run/{key}"] = float(metrics[key])
-    return values
+    keys = ("train_seconds", "train_cpu_seconds", "samples_per_second")
+    return values | numeric({k: metrics.get(k) for k in keys}, "run")
 
 
 class RunTracker:
@@ -196,6 +195,9 @@ class RunTracker:
     Use as a context manager: leaving it after :meth:`finish` ends the tracked
     run as finished, leaving it on an exception as failed, otherwise (a
     deliberate ``stop_after_steps`` interruption) as killed, resumable.
+
+    A backend that fails mid-run (tracking server gone, disk full) is dropped
+    with a warning naming it: tracking never stops the training it watches.
     """
 
     def __init__(
@@ -215,8 +217,7 @@ class RunTracker:
             status = "FINISHED"
         else:
             status = "FAILED" if exc_type and exc_type is not KeyboardInterrupt else "KILLED"
-        for w in self.writers:
-            w.close(status)
+        self._each("close", status)
 
     def mirror(self, log_file: TextIO) -> TextIO:
         """``log_file`` whose records also reach the trackers (itself when none is on)."""
@@ -231,8 +232,7 @@ class RunTracker:
         if not self.writers:
             return
         if rec.get("kind") == "step":
-            for w in self.writers:
-                w.step(step_scalars(rec), rec["step"])
+            self._each("step", step_scalars(rec), rec["step"])
             self._epoch_records.append(rec)
             if rec["batch"] == self.steps_per_epoch - 1:
                 self._end_epoch(rec["epoch"], rec["step"])
@@ -241,8 +241,7 @@ class RunTracker:
             values = numeric(nets, rec.get("split", "valid"))
             if "teacher_frozen" in rec:
                 values["valid/teacher_frozen"] = float(rec["teacher_frozen"])
-            for w in self.writers:
-                w.epoch(values, rec["step"])
+            self._each("epoch", values, rec["step"])
 
     def _end_epoch(self, epoch: int, step: int) -> None:
         records = [r for r in self._epoch_records if r["epoch"] == epoch]
@@ -253,19 +252,27 @@ class RunTracker:
             {t: _mean([loss[t] for loss in losses if t in loss]) for t in terms}, "epoch/loss"
         )
         values["epoch/samples_per_second"] = float(records[-1]["samples_per_second"])
-        for w in self.writers:
-            w.epoch(values, step)
+        self._each("epoch", values, step)
 
     def flush(self) -> None:
-        for w in self.writers:
-            w.flush()
+        self._each("flush")
 
     def finish(self, metrics: Mapping[str, Any], step: int) -> None:
         """The final metrics (``metrics.json``'s content) at the last step."""
-        final = final_scalars(metrics)
-        for w in self.writers:
-            w.finish(self.params, final, step)
+        self._each("finish", self.params, final_scalars(metrics), step)
         self._finished = True
+
+    def _each(self, method: str, *args: Any) -> None:
+        """``writer.method(*args)`` for every writer; one that raises is dropped."""
+        for writer in list(self.writers):
+            try:
+                getattr(writer, method)(*args)
+            except Exception as exc:  # the backend's own errors: the training goes on
+                log.warning(
+                    "run tracking: %s failed in %s (%s: %s); the run goes on without it",
+                    type(writer).__name__, method, type(exc).__name__, exc,
+                )  # fmt: skip
+                self.writers.remove(writer)
 
 
 class _MirroredLog:

@@ -205,3 +205,49 @@ def test_a_fresh_run_drops_an_earlier_runs_events_and_mlflow_link(prepared, tmp_
     train(cfg, data, run_dir, _options(epochs=1))  # untracked: nothing of the first remains
     assert not (run_dir / "tensorboard").exists()
     assert not (run_dir / MLFLOW_RUN_FILE).exists()
+
+
+class _BrokenBackend:
+    """A backend whose server goes away after the first epoch (raises from then on)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def step(self, values: Any, step: int) -> None:
+        pass
+
+    def epoch(self, values: Any, step: int) -> None:
+        self.epochs.append(step)
+        if len(self.epochs) > 1:
+            raise ConnectionError("tracking server unreachable")
+
+    def finish(self, params: Any, final: Any, step: int) -> None:
+        raise AssertionError("a dropped backend is not called again")
+
+    flush = step
+    close = step
+
+
+def test_a_backend_failing_mid_run_is_dropped_and_the_log_still_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = _BrokenBackend()
+    tracker = tracking.RunTracker([broken], steps_per_epoch=2, params={})
+    records = [
+        {"kind": "step", "step": s, "epoch": (s - 1) // 2, "batch": (s - 1) % 2, "lambda": 1.0,
+         "loss": {"loss": 1.0 / s}, "samples_per_second": 10.0}
+        for s in range(1, 7)
+    ]  # fmt: skip
+    with (
+        caplog.at_level(logging.WARNING, logger=tracking.__name__),
+        tracker,
+        open(tmp_path / "metrics.jsonl", "w") as raw,
+    ):
+        log_file = tracker.mirror(raw)
+        for rec in records:
+            log_file.write(json.dumps(rec) + "\n")
+        tracker.finish({"split": "test", "light": {"auc": 0.6}, "booster": {}}, 6)
+    assert broken.epochs == [2, 4]  # the epoch at step 4 failed; nothing reached it after
+    assert tracker.writers == []
+    assert "ConnectionError: tracking server unreachable" in caplog.text
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == len(records)
