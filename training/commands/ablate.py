@@ -16,7 +16,10 @@ over its own knobs, chosen on the validation split. ``--variant-config FILE``
 sets any config key per variant (``variant: {section: {key: value}}``).
 
 Writes ``DIR/report.json``, ``DIR/report.md``, ``DIR/report.png`` and
-``DIR/<variant>/seed<s>/`` per run; prints the Markdown report.
+``DIR/<variant>/seed<s>/`` per run; prints the Markdown report. Every run writes
+TensorBoard event files and ``DIR/tensorboard/`` gets the table (unless
+``--no-tensorboard``); ``--mlflow URI`` nests every run under one MLflow run of
+the ablation (``training/ablate/tracking.py``).
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from pathlib import Path
 
 from training.ablate.auc import StatsError
 from training.ablate.run import run_ablation
+from training.ablate.tracking import AblationTracker
 from training.ablate.tune import sampler_message
 from training.ablate.variants import VARIANTS, load_variant_overrides
 from training.commands.overrides import add_set_argument, load_config_with_overrides
+from training.commands.tracking_args import add_tracking_arguments, tracking_from_args
 from training.config.errors import ConfigError
 from training.data.prepare import prepare_data
 from training.data.schema import SchemaError
@@ -95,33 +100,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=1, help="torch threads (default 1, see `train --help`)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_tracking_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config_with_overrides(args.config, args.set)
         overrides = load_variant_overrides(args.variant_config, cfg) if args.variant_config else {}
-        options = TrainOptions(
-            epochs=args.epochs,
-            checkpoint_every=0,
-            progress=not args.no_progress,
-            threads=args.threads,
-        )
+        tracking = tracking_from_args(args)
         if args.tune:
             print(f"rocketrank ablate: {sampler_message()}", file=sys.stderr)
         data = prepare_data(args.data, cfg, max_rows=args.max_rows)
-        run_ablation(
-            cfg,
-            data,
-            args.out,
-            options,
-            variants=args.variants,
-            seeds=args.seeds,
-            reuse_finished=args.reuse,
-            overrides=overrides,
-            tune_budget=args.tune or 0,
-            n_boot=args.n_boot,
-        )
+        settings = {"seeds": args.seeds, "variants": args.variants, "tune": args.tune}
+        with AblationTracker(tracking, args.out, cfg, settings) as tracker:
+            options = TrainOptions(
+                epochs=args.epochs,
+                checkpoint_every=0,
+                progress=not args.no_progress,
+                threads=args.threads,
+                tracking=tracker.runs,
+            )
+            report = run_ablation(
+                cfg,
+                data,
+                args.out,
+                options,
+                variants=args.variants,
+                seeds=args.seeds,
+                reuse_finished=args.reuse,
+                overrides=overrides,
+                tune_budget=args.tune or 0,
+                n_boot=args.n_boot,
+            )
+            tracker.report(report)
     except (
         ConfigError,
         SchemaError,

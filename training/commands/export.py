@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 from models.contract.manifest import ArtifactError
 from models.contract.repository_reader import RepositoryError
 from training.export.export import ExportError, ExportOptions, export_run
+from training.loop.errors import TrainingError
+from training.loop.mlflow_run import log_export
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="publish without a signature when no key is given (the service refuses it "
         "unless ROCKETRANK_ALLOW_UNSIGNED_ARTIFACTS=true)",
     )
+    parser.add_argument(
+        "--mlflow",
+        default=None,
+        metavar="URI",
+        help="log the artifact's manifest to the MLflow run that trained RUN (train --mlflow "
+        "URI; a new run otherwise) at this tracking URI",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +93,12 @@ def run(args: argparse.Namespace) -> int:
     except (ExportError, ArtifactError, RepositoryError) as exc:
         print(f"export failed: {exc}")
         return 1
+    if getattr(args, "mlflow", None):
+        try:
+            log_export(args.mlflow, args.run, result.path)
+        except TrainingError as exc:
+            print(f"exported to {result.path}, but {exc}", file=sys.stderr)
+            return 1
     m = result.manifest
     parity = result.parity
     print(

@@ -14,7 +14,13 @@ Examples::
         --set distill.variant=pfd --set optim.lr_dense=0.002 --set 'model.light_dims=[64,32]'
 
 Writes ``RUN/metrics.json``, ``RUN/model.pt``, ``RUN/curves.png`` and the rest of
-the run directory described in ``training/loop/run_files.py``.
+the run directory described in ``training/loop/run_files.py``; TensorBoard event
+files in ``RUN/tensorboard/`` unless ``--no-tensorboard``, and an MLflow run with
+``--mlflow URI`` (``training/loop/tracking.py``)::
+
+    rocketrank train --config configs/fine_ctr.yaml --data data/ --out runs/fine \\
+        --mlflow sqlite:///mlflow.db
+    tensorboard --logdir runs/
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from training.commands.overrides import add_set_argument, load_config_with_overrides
+from training.commands.tracking_args import add_tracking_arguments, tracking_from_args
 from training.config.errors import ConfigError
 from training.data.prepare import prepare_data
 from training.data.schema import SchemaError
@@ -89,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data-parallel processes on this machine, launched with torchrun (gloo on CPU); "
         "see docs/SCALING.md",
     )
+    add_tracking_arguments(parser)
 
 
 def available_cores() -> int:
@@ -146,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
             early_stopping_metric=args.early_stopping_metric,
             progress=not args.no_progress,
             threads=args.threads,
+            tracking=tracking_from_args(args),
         )
         teacher = None
         if Variant(cfg.distill.variant) is Variant.TWO_STAGE_KD:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from models.joint import JointModel
 from training.loop.checkpoint import Position
+from training.loop.tracking import Tracking
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class TrainOptions:
         progress: show the tqdm progress bar.
         threads: ``torch.set_num_threads`` during the run, restored after (None = leave it).
         log_every: write a step record to ``metrics.jsonl`` every N steps.
+        tracking: TensorBoard / MLflow tracking of the run (``training.loop.tracking``);
+            None = none (the CLI's default is TensorBoard on).
     """
 
     epochs: int | None = None
@@ -41,6 +44,7 @@ class TrainOptions:
     progress: bool = True
     threads: int | None = None
     log_every: int = 1
+    tracking: Tracking | None = None
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.epochs <= 0:

@@ -44,7 +44,8 @@ they are built from lives next to this module in ``training/loop/``: ``options``
 shares), ``step_parts`` (one step's forward, NaN check, clipping),
 ``early_stopping`` (validation and the booster's freeze), ``outputs`` (step
 records, ``metrics.json``, ``model.pt``), ``run_setup`` (``config.json``,
-``encoder.json``, the resume check) and ``run_files`` (the ``RUN/`` layout).
+``encoder.json``, the resume check), ``run_files`` (the ``RUN/`` layout) and
+``tracking`` (TensorBoard and MLflow, fed from the records of ``metrics.jsonl``).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ from training.loop.run_files import (
 from training.loop.run_setup import write_config_and_encoder
 from training.loop.state import EarlyStopping, RunState, TeacherStop
 from training.loop.step_parts import PRETRAIN_SETTINGS, check_finite, clip_groups, forward_for_loss
+from training.loop.tracking import open_tracker
 
 log = logging.getLogger(__name__)
 
@@ -152,18 +154,23 @@ def _train(
         dynamic_ncols=True,
     )
     interrupted = False
-    with open(run.log_path if dist.is_main else os.devnull, "a") as log_file:
-        for epoch in range(run.position.epoch, run.epochs):
-            if run.state.early.stopped_early:
-                break
-            interrupted = _train_epoch(run, epoch, log_file, bar)
-            if interrupted:
-                break
-            _end_epoch(run, epoch, log_file, bar)
-    bar.close()
-    if interrupted:
-        return TrainResult(run_dir, {}, run.model, interrupted=True, position=run.position)
-    return _finish(run)
+    # TensorBoard / MLflow see every record metrics.jsonl gets (options.tracking)
+    with open_tracker(run) as tracker:
+        with open(run.log_path if dist.is_main else os.devnull, "a") as raw_log:
+            log_file = tracker.mirror(raw_log)
+            for epoch in range(run.position.epoch, run.epochs):
+                if run.state.early.stopped_early:
+                    break
+                interrupted = _train_epoch(run, epoch, log_file, bar)
+                if interrupted:
+                    break
+                _end_epoch(run, epoch, log_file, bar)
+        bar.close()
+        if interrupted:
+            return TrainResult(run_dir, {}, run.model, interrupted=True, position=run.position)
+        result = _finish(run)
+        tracker.finish(result.metrics, run.step)
+    return result
 
 
 def _start(
