@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from annotated_types import Lt, MinLen
+from pydantic import Field
 
 from models.contract.features import Side
 from models.joint import JointModelArgs
@@ -41,7 +41,7 @@ def _arg(name: str) -> dict[str, str]:
     return {"arg": name}
 
 
-Widths = Annotated[tuple[PositiveInt, ...], MinLen(1)]
+Widths = Annotated[tuple[PositiveInt, ...], Field(min_length=1)]
 """One or more positive layer widths (a YAML list)."""
 EmbeddingDims = dict[Str, PositiveInt]
 """Feature name -> embedding dim."""
@@ -97,7 +97,7 @@ class ModelConfig:
     cross_rank: NonNegativeInt = 0
     dcn_structure: Literal["stacked", "parallel"] = "stacked"
     norm: Literal["none", "batch", "layer"] = "none"
-    dropout: Annotated[NonNegativeFloat, Lt(1)] = 0.0
+    dropout: Annotated[NonNegativeFloat, Field(lt=1)] = 0.0
     embedding_dims: Annotated[EmbeddingDims, none_is_empty(EmbeddingDims)] = field(
         default_factory=dict
     )

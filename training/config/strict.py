@@ -24,8 +24,7 @@ import typing
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from annotated_types import Ge, Gt
-from pydantic import BeforeValidator, ConfigDict, Strict, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_core import ErrorDetails
 
@@ -38,10 +37,10 @@ Float = Annotated[float, Strict()]
 Bool = Annotated[bool, Strict()]
 """A YAML bool (``true``/``false``); ``"false"``, ``0`` and ``1`` are errors."""
 Str = Annotated[str, Strict()]
-PositiveInt = Annotated[int, Strict(), Gt(0)]
-NonNegativeInt = Annotated[int, Strict(), Ge(0)]
-PositiveFloat = Annotated[float, Strict(), Gt(0)]
-NonNegativeFloat = Annotated[float, Strict(), Ge(0)]
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
 
 _SectionT = TypeVar("_SectionT")
 
