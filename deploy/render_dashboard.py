@@ -38,7 +38,8 @@ MAIN_PANELS = (
     "Coarse latency p50 / p95 / p99",
     "Fine latency p50 / p95 / p99",
     "Cascade latency p50 / p95 / p99",
-    "Error ratio",
+    "Error ratio#A",
+    "Error ratio#B",
     "Candidates per request",
     "Step p99",
     "Feature store latency",
@@ -47,7 +48,12 @@ MAIN_PANELS = (
     "CPU per instance",
     "Resident memory per instance",
 )
-"""Panels drawn by default (the dashboard's time-series panels an on-call engineer reads first)."""
+"""Panels drawn by default (the dashboard's time-series panels an on-call engineer reads first).
+
+``TITLE#REF`` draws only target ``REF`` of the panel, in a subplot of its own (the error
+ratio's 5xx and 4xx lines would otherwise hide each other at 0)."""
+_STYLES = (("-", 2.2), ("-.", 1.8), (":", 2.2), ("--", 1.4))
+"""(linestyle, width) of a subplot's 1st, 2nd, ... series: equal series stay visible."""
 
 _VARIABLE = re.compile(r"\$(\{)?(\w+)(?(1)\})")
 _LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
@@ -280,19 +286,25 @@ def render(
 
     dashboard = dashboard if dashboard is not None else load_dashboard()
     by_title = {p["title"]: p for p in iter_panels(dashboard) if p.get("type") == "timeseries"}
-    missing = [t for t in titles if t not in by_title]
+    missing = [t for t in titles if t.partition("#")[0] not in by_title]
     if missing:
         raise DashboardError(f"no time-series panel titled {missing}; have {sorted(by_title)}")
 
     rows = math.ceil(len(titles) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(6.0 * columns, 3.4 * rows), squeeze=False)
     drawn: dict[str, int] = {}
-    for ax, title in zip(axes.flat, titles):
+    for ax, spec in zip(axes.flat, titles):
+        title, _, ref = spec.partition("#")
         panel = by_title[title]
+        targets = [t for t in panel["targets"] if not ref or t.get("refId") == ref]
+        if not targets:
+            raise DashboardError(f"panel {title!r} has no target {ref!r}")
+        if ref:
+            title = f"{title}: {targets[0].get('legendFormat') or ref}"
         scale, unit_label = _panel_unit(panel)
         count = 0
         highest = 0.0
-        for target in panel["targets"]:
+        for target in targets:
             expr = expand_variables(target["expr"], rate_interval)
             for series in client.query_range(expr, start, end, step_s):
                 points = [(float(t), float(v)) for t, v in series["values"]]
@@ -302,15 +314,19 @@ def render(
                 times = [datetime.fromtimestamp(t, UTC) for t, _ in points]
                 values = [v * scale for _, v in points]
                 highest = max(highest, *values)
+                style, width = _STYLES[count % len(_STYLES)]
                 ax.plot(
                     times,
                     values,
-                    linewidth=1.6,
+                    linestyle=style,
+                    linewidth=width,
                     label=legend_text(target.get("legendFormat", ""), series["metric"]),
                 )
                 count += 1
         unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
-        for value in _thresholds(panel):
+        # a panel's thresholds belong to its first series (the error ratio's: the 5xx alert)
+        primary = not ref or ref == panel["targets"][0].get("refId")
+        for value in _thresholds(panel) if primary else []:
             label = "SLO" if unit == "s" else "alert threshold"
             ax.axhline(value * scale, color="tab:red", linestyle="--", linewidth=1.2, label=label)
             highest = max(highest, value * scale)
@@ -326,7 +342,7 @@ def render(
             ax.legend(fontsize=8, loc="upper left", ncol=2)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-        drawn[title] = count
+        drawn[spec] = count
     for ax in list(axes.flat)[len(titles) :]:
         ax.axis("off")
     fig.suptitle(
@@ -351,7 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-interval", default="15s", help="value of $__rate_interval")
     parser.add_argument("--step", type=float, default=1.0, help="query resolution, seconds")
     parser.add_argument(
-        "--panel", action="append", dest="panels", help="panel title (repeatable; default: main)"
+        "--panel",
+        action="append",
+        dest="panels",
+        help="panel title, or TITLE#REF for one target (repeatable; default: main)",
     )
     args = parser.parse_args(argv)
     end = time.time()

@@ -7,7 +7,8 @@ Modules:
 * ``model_section``   ``ModelConfig`` and its mapping to ``JointModelArgs``
   (``architecture_args``, ``model_args``).
 * ``distill_section`` ``DistillConfig`` and its resolution to ``DistillSettings``.
-* ``strict``          the strict loader: unknown keys and wrong types are errors
-  naming the key; ``dump`` for the way back.
-* ``errors``          ``ConfigError`` and the range checks the sections run.
+* ``strict``          the sections as strict pydantic dataclasses (``extra="forbid"``,
+  strict types): ``load``, ``dump``, ``json_schema``, errors naming the full key.
+* ``schema``          the JSON Schema for editors (``configs/run_config.schema.json``).
+* ``errors``          ``ConfigError``.
 """

@@ -7,10 +7,19 @@ counts, to the :class:`~training.distill.losses.DistillSettings` the loss uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
 
-from training.config.errors import ConfigError, non_negative, positive
+from pydantic import Field
+
+from training.config.errors import ConfigError
+from training.config.strict import (
+    Bool,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    section,
+)
 from training.distill.losses import DistillSettings
 from training.distill.rules import (
     Hint,
@@ -23,7 +32,7 @@ from training.distill.rules import (
 from training.distill.schedules import LambdaSchedule, Schedule
 
 
-@dataclass(frozen=True)
+@section("distill")
 class DistillConfig:
     """The distillation method (see ``training/distill/losses.py`` for the exact losses).
 
@@ -64,33 +73,25 @@ class DistillConfig:
 
     variant: Variant = Variant.ROCKET
     hint: Hint | None = None
-    lam: float | None = field(default=None, metadata={"key": "lambda"})
+    lam: NonNegativeFloat | None = Field(default=None, alias="lambda")
     schedule: Schedule = Schedule.CONSTANT
-    warmup_steps: int = 0
-    warmup_epochs: float = 0.0
-    temperature: float = 1.0
-    gradient_block: bool | None = None
+    warmup_steps: NonNegativeInt = 0
+    warmup_epochs: NonNegativeFloat = 0.0
+    temperature: PositiveFloat = 1.0
+    gradient_block: Bool | None = None
     teacher_stop: Literal["never", "best_valid"] = "never"
-    teacher_patience: int = 1
-    teacher_max_epochs: int = 0
-    teacher_pretrain_epochs: int = 0
+    teacher_patience: PositiveInt = 1
+    teacher_max_epochs: NonNegativeInt = 0
+    teacher_pretrain_epochs: NonNegativeInt = 0
 
     def __post_init__(self) -> None:
-        positive("distill.teacher_patience", self.teacher_patience)
-        non_negative("distill.teacher_max_epochs", self.teacher_max_epochs)
-        non_negative("distill.teacher_pretrain_epochs", self.teacher_pretrain_epochs)
         if self.teacher_max_epochs and self.teacher_stop == "never":
             raise ConfigError(
                 "distill.teacher_max_epochs: only with teacher_stop 'best_valid' "
                 "(the cap says when the booster is frozen at its best state)"
             )
-        non_negative("distill.warmup_steps", self.warmup_steps)
-        non_negative("distill.warmup_epochs", self.warmup_epochs)
         if self.warmup_steps and self.warmup_epochs:
             raise ConfigError("distill: give warmup_steps or warmup_epochs, not both")
-        positive("distill.temperature", self.temperature)
-        if self.lam is not None:
-            non_negative("distill.lambda", self.lam)
         broken = rule_violation(self.variant, self.hint, self.lam, self.gradient_block)
         if broken is not None:
             raise ConfigError(f"distill.{broken[0]}: {broken[1]}")

@@ -11,12 +11,24 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import field
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field
 
 from models.contract.feature_spec import Side
 from models.joint_args import JointModelArgs
-from training.config.errors import ConfigError, non_negative, positive
+from training.config.errors import ConfigError
+from training.config.strict import (
+    Bool,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Str,
+    none_is_empty,
+    section,
+)
 from training.data.schema import Schema
 from training.distill.rules import Hint
 
@@ -29,7 +41,13 @@ def _arg(name: str) -> dict[str, str]:
     return {"arg": name}
 
 
-@dataclass(frozen=True)
+Widths = Annotated[tuple[PositiveInt, ...], Field(min_length=1)]
+"""One or more positive layer widths (a YAML list)."""
+EmbeddingDims = dict[Str, PositiveInt]
+"""Feature name -> embedding dim."""
+
+
+@section("model")
 class ModelConfig:
     """Architecture of booster and light net: the YAML face of ``JointModelArgs``.
 
@@ -51,7 +69,8 @@ class ModelConfig:
         booster: "mlp" or "dcn" (DCN-v2).
         booster_dims: booster deep widths.
         cross_layers, cross_rank, dcn_structure: DCN-v2 cross network (rank 0 = full).
-        norm: "none", "batch" or "layer"; dropout: in every MLP.
+        norm: "none", "batch" or "layer".
+        dropout: dropout rate in every MLP, in [0, 1).
         embedding_dims: per-feature embedding dim overrides (default: the schema's ``dim``).
         sharing: "full" (booster and light net share every served table) or
             "separate" (PFD's Share*: ``separate_tables`` get one table per net).
@@ -68,38 +87,27 @@ class ModelConfig:
     """
 
     light: Literal["mlp", "two_tower"] = field(default="mlp", metadata=_arg("light_kind"))
-    light_dims: tuple[int, ...] = (64, 32)
-    tower_scale: float = field(default=10.0, metadata=_arg("scale"))
-    learn_scale: bool = True
-    tower_bias: bool = False
+    light_dims: Widths = (64, 32)
+    tower_scale: PositiveFloat = field(default=10.0, metadata=_arg("scale"))
+    learn_scale: Bool = True
+    tower_bias: Bool = False
     booster: Literal["mlp", "dcn"] = field(default="dcn", metadata=_arg("booster_kind"))
-    booster_dims: tuple[int, ...] = (512, 256, 128)
-    cross_layers: int = 3
-    cross_rank: int = 0
+    booster_dims: Widths = (512, 256, 128)
+    cross_layers: PositiveInt = 3
+    cross_rank: NonNegativeInt = 0
     dcn_structure: Literal["stacked", "parallel"] = "stacked"
     norm: Literal["none", "batch", "layer"] = "none"
-    dropout: float = 0.0
-    embedding_dims: dict[str, int] = field(default_factory=dict)
+    dropout: Annotated[NonNegativeFloat, Field(lt=1)] = 0.0
+    embedding_dims: Annotated[EmbeddingDims, none_is_empty(EmbeddingDims)] = field(
+        default_factory=dict
+    )
     sharing: Literal["full", "separate"] = field(default="full", metadata={"arg": None})
-    separate_tables: tuple[str, ...] = ()
-    sparse: bool = False
-    sparse_min_rows: int = 4096
-    detach_shared_for_light: bool = False
+    separate_tables: tuple[Str, ...] = ()
+    sparse: Bool = False
+    sparse_min_rows: NonNegativeInt = 4096
+    detach_shared_for_light: Bool = False
 
     def __post_init__(self) -> None:
-        for key in ("light_dims", "booster_dims"):
-            dims = getattr(self, key)
-            if not dims or any(d <= 0 for d in dims):
-                raise ConfigError(f"model.{key}: needs one or more positive widths, got {dims}")
-        positive("model.tower_scale", self.tower_scale)
-        positive("model.cross_layers", self.cross_layers)
-        non_negative("model.cross_rank", self.cross_rank)
-        non_negative("model.sparse_min_rows", self.sparse_min_rows)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
-        for name, dim in self.embedding_dims.items():
-            if dim <= 0:
-                raise ConfigError(f"model.embedding_dims.{name}: must be > 0, got {dim}")
         if self.sharing == "separate" and not self.separate_tables:
             raise ConfigError(
                 "model.separate_tables: sharing 'separate' needs at least one feature"

@@ -16,9 +16,9 @@ Example (``configs/fine_ctr.yaml``)::
 Every section and key is optional except ``task``. Unknown keys anywhere are
 errors naming the key with its path (``distill.lamda``); values are checked by
 type (``gradient_block: "False"`` is rejected — YAML ``false`` is the bool).
-The loader (:mod:`training.config.strict`) is deliberately hand-written over
-dataclasses (no ``**kwargs``): types are enforced strictly and bools are never
-coerced from strings or ints.
+The sections are pydantic dataclasses (:mod:`training.config.strict`: strict types,
+``extra="forbid"``); ``configs/run_config.schema.json`` is their JSON Schema for
+editors (:mod:`training.config.schema` writes it).
 
 This module holds :class:`RunConfig`, its data and optim sections and
 :func:`load_config`; the model section is in :mod:`training.config.model_section`,
@@ -27,19 +27,30 @@ the distill section in :mod:`training.config.distill_section`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 
 from training.config.distill_section import DistillConfig
-from training.config.errors import ConfigError, non_negative, positive
+from training.config.errors import ConfigError
 from training.config.model_section import ModelConfig
-from training.config.strict import build, dump
+from training.config.strict import (
+    Int,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Str,
+    dump,
+    load,
+    none_is_empty,
+    section,
+)
 
 
-@dataclass(frozen=True)
+@section("data")
 class DataConfig:
     """Batching.
 
@@ -55,22 +66,19 @@ class DataConfig:
             ``training.data.shuffle.request_order``).
     """
 
-    batch_size: int = 1024
-    eval_batch_size: int = 8192
-    chunk_rows: int = 0
+    batch_size: PositiveInt = 1024
+    eval_batch_size: PositiveInt = 8192
+    chunk_rows: NonNegativeInt = 0
     shuffle_unit: Literal["rows", "requests"] = "rows"
 
     def __post_init__(self) -> None:
-        positive("data.batch_size", self.batch_size)
-        positive("data.eval_batch_size", self.eval_batch_size)
-        non_negative("data.chunk_rows", self.chunk_rows)
         if self.shuffle_unit == "requests" and self.chunk_rows:
             raise ConfigError(
                 "data.shuffle_unit: 'requests' needs the split in memory (chunk_rows: 0)"
             )
 
 
-@dataclass(frozen=True)
+@section("optim")
 class OptimConfig:
     """Optimisation.
 
@@ -87,23 +95,15 @@ class OptimConfig:
             Tables with sparse gradients are not clipped.
     """
 
-    lr_dense: float = 1e-3
-    lr_sparse: float = 1e-2
-    weight_decay: float = 0.0
-    epochs: int = 1
-    early_stopping_patience: int = 0
-    max_grad_norm: float = 0.0
-
-    def __post_init__(self) -> None:
-        positive("optim.lr_dense", self.lr_dense)
-        positive("optim.lr_sparse", self.lr_sparse)
-        non_negative("optim.weight_decay", self.weight_decay)
-        positive("optim.epochs", self.epochs)
-        non_negative("optim.early_stopping_patience", self.early_stopping_patience)
-        non_negative("optim.max_grad_norm", self.max_grad_norm)
+    lr_dense: PositiveFloat = 1e-3
+    lr_sparse: PositiveFloat = 1e-2
+    weight_decay: NonNegativeFloat = 0.0
+    epochs: PositiveInt = 1
+    early_stopping_patience: NonNegativeInt = 0
+    max_grad_norm: NonNegativeFloat = 0.0
 
 
-@dataclass(frozen=True)
+@section("")
 class RunConfig:
     """One training run.
 
@@ -111,15 +111,21 @@ class RunConfig:
         task: the schema task (its label and privileged features), e.g. "ctr", "cvr".
         stage: "coarse" or "fine" (recorded in the artifact manifest).
         seed: seeds torch, numpy and the batch order.
+        data: batching (:class:`DataConfig`).
+        model: the booster's and the light net's architecture (:class:`ModelConfig`).
+        distill: the distillation method (:class:`DistillConfig`).
+        optim: optimisation (:class:`OptimConfig`).
     """
 
-    task: str
+    task: Str
     stage: Literal["coarse", "fine"] = "fine"
-    seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: Int = 0
+    data: Annotated[DataConfig, none_is_empty(DataConfig)] = field(default_factory=DataConfig)
+    model: Annotated[ModelConfig, none_is_empty(ModelConfig)] = field(default_factory=ModelConfig)
+    distill: Annotated[DistillConfig, none_is_empty(DistillConfig)] = field(
+        default_factory=DistillConfig
+    )
+    optim: Annotated[OptimConfig, none_is_empty(OptimConfig)] = field(default_factory=OptimConfig)
 
     def __post_init__(self) -> None:
         if not self.task:
@@ -128,7 +134,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: Any) -> RunConfig:
         """Build from parsed YAML; raises :class:`ConfigError` naming the key."""
-        return build(cls, data, "")
+        return load(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON data that :meth:`from_dict` reads back to an equal config."""

@@ -1,5 +1,6 @@
-"""docker-compose.yml: valid against the Compose Specification schema (vendored in
-deploy/schemas/) and consistent with the files, settings and commands it refers to."""
+"""docker-compose.yml: valid against the Compose Specification schema (as
+check-jsonschema ships it) and consistent with the files, settings and commands it
+refers to."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def _mounts(service: dict) -> list[tuple[str, str]]:
     return [tuple(v.split(":")[:2]) for v in service.get("volumes", [])]
 
 
-def test_vendored_compose_schema_is_a_valid_json_schema() -> None:
+def test_shipped_compose_schema_is_a_valid_json_schema() -> None:
     schema = compose_schema()
     jsonschema.validators.validator_for(schema).check_schema(schema)
     assert schema["title"] == "Compose Specification"

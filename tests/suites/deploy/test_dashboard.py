@@ -65,3 +65,18 @@ def test_every_query_filters_on_job_and_namespace() -> None:
             assert selectors, expr
             for selector in selectors:
                 assert 'job="$job"' in selector and 'namespace=~"$namespace"' in selector, expr
+
+
+def test_the_picture_draws_existing_panels_with_4xx_apart_from_5xx() -> None:
+    from tests.helpers.observability import render_dashboard
+
+    by_title = {p["title"]: p for p in _panels(_dashboard()) if p["type"] == "timeseries"}
+    for spec in render_dashboard.MAIN_PANELS:
+        title, _, ref = spec.partition("#")
+        assert title in by_title, spec
+        assert not ref or ref in {t["refId"] for t in by_title[title]["targets"]}, spec
+    errors = {t["refId"]: t["expr"] for t in by_title["Error ratio"]["targets"]}
+    drawn = {spec.partition("#")[2] for spec in render_dashboard.MAIN_PANELS if "#" in spec}
+    assert {ref for ref, expr in errors.items() if 'code=~"4..' in expr} <= drawn
+    assert {ref for ref, expr in errors.items() if 'code=~"5..' in expr} <= drawn
+    assert "Error ratio" not in render_dashboard.MAIN_PANELS  # never both lines on one axis

@@ -1,5 +1,5 @@
 """deploy/k8s: every manifest valid against the strict Kubernetes 1.33 schema
-(vendored in deploy/schemas/, unknown fields are errors) and the objects wired
+(as kubernetes-validate ships it; unknown fields are errors) and the objects wired
 to each other, to the image and to the service's settings."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tests.helpers.deploy import (
 from tests.helpers.observability import require_tool, run_tool
 
 MANIFESTS = k8s_manifests()
+EVERY_MANIFEST = k8s_manifests("**/*.yaml")
 
 
 def _one(kind: str) -> dict:
@@ -43,11 +44,17 @@ def _pod_spec(kind: str) -> dict:
 
 @pytest.mark.parametrize(
     ("path", "manifest"),
-    MANIFESTS,
-    ids=[f"{p.name}:{d['kind']}/{d['metadata']['name']}" for p, d in MANIFESTS],
+    EVERY_MANIFEST,
+    ids=[f"{p.relative_to(K8S)}:{d['kind']}" for p, d in EVERY_MANIFEST],
 )
 def test_manifest_matches_the_kubernetes_schema(path: Path, manifest: dict) -> None:
     assert k8s_errors(manifest) == []
+
+
+def test_every_manifest_file_is_checked() -> None:
+    checked = {p for p, _ in EVERY_MANIFEST}
+    assert checked == set(K8S.glob("**/*.yaml")) - {K8S / "kustomization.yaml"}
+    assert {p.parent.name for p in checked} >= {"k8s", "distributed", "rollback"}
 
 
 def test_the_schema_check_is_strict() -> None:
@@ -58,6 +65,17 @@ def test_the_schema_check_is_strict() -> None:
     deployment = copy.deepcopy(_one("Deployment"))
     deployment["spec"]["replicas"] = "two"
     assert any("replicas" in e for e in k8s_errors(deployment))
+    deployment = copy.deepcopy(_one("Deployment"))
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["resources"]["limits"]["memory"] = {"gi": 2}
+    assert any("limits/memory" in e for e in k8s_errors(deployment))
+
+
+def test_a_kind_without_a_schema_is_an_error() -> None:
+    deployment = copy.deepcopy(_one("Deployment"))
+    deployment["apiVersion"] = "apps/v1beta9"
+    (error,) = k8s_errors(deployment)
+    assert "apps/v1beta9" in error
 
 
 def test_every_kind_the_issue_asks_for_is_there() -> None:
