@@ -18,8 +18,8 @@ a custom or opaque object, or non-empty sample inputs (the exporter stores none)
 what passes, ``torch.export.load`` calls neither ``torch.load`` nor ``pickle``
 (``tests/models/contract/test_programs.py`` proves it with both replaced by a trap).
 After loading, :class:`ProgramRunner` refuses a graph that calls anything but ATen
-operators (and ``operator`` arithmetic on sizes), mutates a buffer or an input, or has
-more than one output.
+operators (and ``operator`` arithmetic on sizes), calls an operator that writes to a
+tensor (an in-place update of a weight or an input), or has more than one output.
 
 Running. ``ExportedProgram.module()`` wraps the graph in pytree flattening and
 Python guard checks that cost more than the light net itself at serving sizes (see
@@ -113,15 +113,18 @@ def check_archive(where: str, fname: str, data: bytes) -> None:
 
 
 def _check_node(where: str, node: torch.fx.Node) -> None:
+    """ATen operators that write nothing, and ``operator`` arithmetic on sizes, only."""
     if node.op in ("placeholder", "output"):
         return
     target = node.target
     aten = isinstance(target, torch._ops.OpOverload) and target.namespace == "aten"
-    size_arithmetic = (
-        callable(target) and getattr(operator, getattr(target, "__name__", ""), None) is target
-    )
+    name = getattr(target, "__name__", "")
+    size_arithmetic = callable(target) and getattr(operator, name, None) is target
     if node.op != "call_function" or not (aten or size_arithmetic):
         raise ArtifactError(f"{where}: the program calls {node.op} {target!r}, not an ATen op")
+    if aten and target._schema.is_mutable:
+        # the graph keeps in-place ops: one would change the weights between requests
+        raise ArtifactError(f"{where}: the program mutates a tensor ({target})")
 
 
 class ProgramRunner:
