@@ -4,7 +4,8 @@ every TorchScript call: script, freeze, save, load).
 Two subprocesses run with ``-W error::DeprecationWarning`` (every DeprecationWarning,
 torch's included, is an error): ``rocketrank export`` with the default format for a
 two-tower and an MLP run, then a script that starts the service on that repository and
-scores a JSON and a binary ``/v1/rank`` request per stage, and checks that neither
+scores a JSON and a binary ``/v1/rank`` request per stage — with no C compiler on
+``PATH``, like the serving image — and checks that neither
 AOTInductor's loader nor inductor's compile entry point was imported
 (``torch.export.load`` itself imports ``torch._dynamo`` and ``aot_autograd``, and with
 them inductor's config, utilities and ``codecache`` modules, which emit no warning).
@@ -14,6 +15,7 @@ does catch torch's warnings.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +33,10 @@ pytestmark = pytest.mark.slow  # subprocesses that import torch and the service
 STRICT = [sys.executable, "-W", "error::DeprecationWarning"]
 
 SERVE = """
+import shutil
 import sys
+# like the serving image (python:slim): no C compiler on PATH
+assert not [c for c in ("cc", "gcc", "g++", "clang") if shutil.which(c)], "a compiler is on PATH"
 import numpy as np
 from fastapi.testclient import TestClient
 from service.api import binary
@@ -79,9 +84,11 @@ def test_default_export_and_serve_emit_no_deprecation_warning(tmp_path):
         done = _export(run_dir, repo, name, items)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "format export" in done.stdout
+    no_compiler = {**os.environ, "PATH": str(Path(sys.executable).parent)}
     served = subprocess.run(
         [*STRICT, "-c", SERVE, str(repo), str(data)],
         cwd=ROOT,
+        env=no_compiler,
         capture_output=True,
         text=True,
         timeout=300,
