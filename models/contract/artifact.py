@@ -9,11 +9,13 @@ the manifest's exact bytes (``models.contract.signing``) against the caller's
 public key, before the manifest is parsed and long before ``model.pt`` is
 opened; an unsigned artifact is refused unless the caller allows it. It then
 verifies every checksum and the feature-spec hash (from ``encoder.json``'s specs
-alone) *before* it decodes ``vocabs.npz`` or hands ``model.pt`` to
-``torch.jit.load``. Each file is read once into memory and the very bytes that
+alone) *before* it decodes ``vocabs.npz`` or hands the model to its loader:
+``torch.export.load`` for format ``export`` (the default; the archive is checked for
+pickled payloads first, ``models.contract.programs``), ``torch.jit.load`` for the
+deprecated ``torchscript``. Each file is read once into memory and the very bytes that
 were hashed are the bytes that get parsed, so a file swapped between check and
-load cannot slip through. Nothing is unpickled:
-TorchScript archives and ``.npy`` files (``allow_pickle=False``) only.
+load cannot slip through. Nothing is unpickled: ``torch.export`` archives without
+pickled members, TorchScript archives and ``.npy`` files (``allow_pickle=False``) only.
 
 Only numpy, torch, cryptography (signatures) and the standard library are
 imported here and by the contract modules above, so the service can load an
@@ -41,7 +43,9 @@ from models.contract.manifest import (
     Manifest,
     _parse_manifest,
     _read_manifest_bytes,
+    model_files,
 )
+from models.contract.programs import ExportedScorer, load_scorer
 from models.contract.verify import PublicKeyLike, _read_verified, _verified_encoder, check_signature
 
 _TWO_TOWER_METHODS = ("user_vector", "item_vector")
@@ -56,9 +60,11 @@ class Artifact:
         manifest: its manifest.
         encoder: FeatureEncoder of the served features (``transform`` raw columns
             with it, then ``torch.from_numpy``, then call ``module``).
-        module: TorchScript module; ``forward(features) -> Tensor[B]`` logits and, for
-            two-tower models, ``user_vector(features) -> Tensor[B, d]`` and
-            ``item_vector(features) -> Tensor[N, d]``.
+        module: the light net, an :class:`~models.contract.programs.ExportedScorer`
+            (format ``export``) or a TorchScript module; either way
+            ``module(features) -> Tensor[B]`` logits and, for two-tower models,
+            ``module.user_vector(features) -> Tensor[B, d]`` and
+            ``module.item_vector(features) -> Tensor[N, d]``.
         item_ids: two-tower only: int64 ``[N]`` sorted raw item ids, else ``None``.
         item_vectors: two-tower only: float32 ``[N, d]`` (scale applied), so
             ``logits = item_vectors @ user_vector``; else ``None``.
@@ -67,7 +73,7 @@ class Artifact:
     path: Path
     manifest: Manifest
     encoder: FeatureEncoder
-    module: torch.jit.ScriptModule
+    module: ExportedScorer | torch.jit.ScriptModule
     item_ids: np.ndarray | None = None
     item_vectors: np.ndarray | None = None
 
@@ -160,17 +166,40 @@ def _load_item_table(
     return ids, np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def _first_call(directory: Path, module: torch.jit.ScriptModule, encoder: FeatureEncoder) -> None:
+def _first_call(directory: Path, module: Any, encoder: FeatureEncoder) -> None:
     """Score one default row: int8 modules dequantise their tables on the first call,
-    which must not race with concurrent requests."""
+    which must not race with concurrent requests; a program that does not take the
+    encoder's own inputs is refused here."""
     row = {k: torch.from_numpy(v) for k, v in encoder.defaults(encoder.specs).items()}
     try:
         with torch.no_grad():
             module(row)
     except Exception as exc:  # a module that cannot score its own default row is broken
         raise ArtifactError(
-            f"artifact {directory}: {MODEL_FILE} fails on a default row: {exc}"
+            f"artifact {directory}: the model fails on a default row: {exc}"
         ) from exc
+
+
+def _load_torchscript(
+    directory: Path, manifest: Manifest, encoder: FeatureEncoder, data: bytes
+) -> torch.jit.ScriptModule:
+    """``model.pt`` of a ``torchscript`` artifact (deprecated by torch 2.13, still served)."""
+    try:
+        module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    except Exception as exc:  # torch raises RuntimeError and others for a bad archive
+        raise ArtifactError(
+            f"artifact {directory}: {MODEL_FILE} is not a loadable TorchScript archive: {exc}"
+        ) from exc
+    module.eval()
+    if manifest.quantization == "int8":
+        _first_call(directory, module, encoder)
+    if manifest.kind == "two_tower":
+        missing = [m for m in _TWO_TOWER_METHODS if not hasattr(module, m)]
+        if missing:
+            raise ArtifactError(
+                f"artifact {directory}: {MODEL_FILE} of a two_tower model lacks method(s) {missing}"
+            )
+    return module
 
 
 def load_artifact(
@@ -186,8 +215,10 @@ def load_artifact(
     signature over the manifest's bytes (before the manifest is even parsed), then
     manifest keys and values, every file's sha256 (missing or unlisted files are refused), the
     encoder's spec hash against the manifest (and against ``expected_spec_hash``
-    when given), the feature sides and types. Only then is ``model.pt`` given to
-    ``torch.jit.load`` — from the same bytes that were hashed.
+    when given), the feature sides and types. Only then are the model files given to
+    their loader (``torch.export.load`` after the archive check of
+    ``models.contract.programs``, or ``torch.jit.load``) — from the same bytes that
+    were hashed.
 
     Args:
         path: the artifact directory (e.g. ``ModelRepository.resolve_current(name)``).
@@ -195,7 +226,7 @@ def load_artifact(
         public_key: ed25519 public key (or a PEM file path) the manifest must be
             signed with; a signature that does not verify is always refused.
         allow_unsigned: accept an artifact without ``manifest.sig`` (or load without a
-            key). Loading TorchScript runs the archive's code, so only for artifacts
+            key). Loading a model runs the archive's code, so only for artifacts
             whose writer is trusted by other means (tests, legacy fixtures).
 
     Returns:
@@ -211,21 +242,13 @@ def load_artifact(
     manifest = _parse_manifest(directory, manifest_bytes)
     contents = _read_verified(directory, manifest)
     encoder = _verified_encoder(directory, manifest, contents, expected_spec_hash)
-    try:
-        module = torch.jit.load(io.BytesIO(contents[MODEL_FILE]), map_location="cpu")
-    except Exception as exc:  # torch raises RuntimeError and others for a bad archive
-        raise ArtifactError(
-            f"artifact {directory}: {MODEL_FILE} is not a loadable TorchScript archive: {exc}"
-        ) from exc
-    module.eval()
-    if manifest.quantization == "int8":
+    if manifest.format == "export":
+        files = {f: contents[f] for f in model_files(manifest.kind, manifest.format)}
+        module: Any = load_scorer(f"artifact {directory}", manifest.kind, files)
         _first_call(directory, module, encoder)
+    else:
+        module = _load_torchscript(directory, manifest, encoder, contents[MODEL_FILE])
     if manifest.kind == "two_tower":
-        missing = [m for m in _TWO_TOWER_METHODS if not hasattr(module, m)]
-        if missing:
-            raise ArtifactError(
-                f"artifact {directory}: {MODEL_FILE} of a two_tower model lacks method(s) {missing}"
-            )
         item_ids, item_vectors = _load_item_table(directory, manifest, contents)
     else:
         item_ids = item_vectors = None

@@ -8,7 +8,15 @@ service needs to turn raw request values into its inputs::
                        vocabulary keys live in
     vocabs.npz         the vocabularies in binary (see ``models.contract.encoder_files``);
                        absent when no served feature has a vocabulary
-    model.pt           TorchScript module: forward(features) -> logits [B]
+    model.pt2          format ``export`` (the default), mlp: a ``torch.export`` program
+                       (``torch.export.save``), forward(features) -> logits [B] with a
+                       dynamic batch dimension (``models.contract.programs``)
+    user_vector.pt2    format ``export``, two_tower: the user tower program
+    item_vector.pt2    format ``export``, two_tower: the item tower program (logit =
+                       item vector · user vector, so no third program is stored)
+    model.pt           format ``torchscript`` (deprecated by torch 2.13, still loaded):
+                       TorchScript module, forward(features) -> logits [B] (+ the
+                       two-tower methods)
     item_ids.npy       two-tower only: int64 [N], sorted raw item ids
     item_vectors.npy   two-tower only: float32 [N, d], scale already applied —
                        or, in int8 artifacts, int8 codes [N, d] with
@@ -44,20 +52,38 @@ _MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 ENCODER_FILE = "encoder.json"
 VOCABS_FILE = "vocabs.npz"
 MODEL_FILE = "model.pt"
+PROGRAM_FILE = "model.pt2"
+USER_PROGRAM_FILE = "user_vector.pt2"
+ITEM_PROGRAM_FILE = "item_vector.pt2"
 ITEM_IDS_FILE = "item_ids.npy"
 ITEM_VECTORS_FILE = "item_vectors.npy"
 ITEM_VECTOR_QPARAMS_FILE = "item_vector_qparams.npy"
 
 STAGES = ("coarse", "fine")
 KINDS = ("two_tower", "mlp")
-FORMATS = ("torchscript",)
+FORMATS = ("export", "torchscript")
 QUANTIZATIONS = ("none", "int8")
 SIDES = ("user", "item", "context", "cross")
 
-_REQUIRED_FILES = {
-    "mlp": (ENCODER_FILE, MODEL_FILE),
-    "two_tower": (ENCODER_FILE, MODEL_FILE, ITEM_IDS_FILE, ITEM_VECTORS_FILE),
+_MODEL_FILES = {
+    ("mlp", "torchscript"): (MODEL_FILE,),
+    ("two_tower", "torchscript"): (MODEL_FILE,),
+    ("mlp", "export"): (PROGRAM_FILE,),
+    ("two_tower", "export"): (USER_PROGRAM_FILE, ITEM_PROGRAM_FILE),
 }
+_ITEM_FILES = {"mlp": (), "two_tower": (ITEM_IDS_FILE, ITEM_VECTORS_FILE)}
+
+
+def model_files(kind: str, format: str) -> tuple[str, ...]:
+    """The model file(s) an artifact of ``kind`` and ``format`` holds."""
+    return _MODEL_FILES[(kind, format)]
+
+
+def required_files(kind: str, format: str) -> tuple[str, ...]:
+    """Every file an artifact of ``kind`` and ``format`` must list in its manifest."""
+    return (ENCODER_FILE, *model_files(kind, format), *_ITEM_FILES[kind])
+
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # A file name in the manifest must be a plain name inside the artifact directory.
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -82,7 +108,8 @@ class Manifest:
         task: training task (e.g. ``ctr``).
         stage: ``coarse`` or ``fine``.
         kind: ``two_tower`` or ``mlp``.
-        format: serialisation of ``model.pt`` (``torchscript``).
+        format: serialisation of the model: ``export`` (``torch.export`` programs,
+            ``*.pt2``) or ``torchscript`` (``model.pt``, deprecated by torch 2.13).
         quantization: ``none`` or ``int8``.
         features: served feature names by side (``user``, ``item``, ``context``; an
             MLP light net may also serve ``cross`` user×item features).

@@ -21,7 +21,6 @@ from models.contract.encoder_files import decode_encoder
 from models.contract.feature_spec import ContractError, FeatureSpec
 from models.contract.features import FeatureEncoder
 from models.contract.manifest import (
-    _REQUIRED_FILES,
     _UNLISTED,
     ENCODER_FILE,
     MANIFEST_FILE,
@@ -30,6 +29,7 @@ from models.contract.manifest import (
     Manifest,
     _parse_manifest,
     _read_manifest_bytes,
+    required_files,
 )
 from models.contract.signing import (
     SIGNATURE_FILE,
@@ -89,11 +89,11 @@ def check_signature(
 
 def _read_verified(directory: Path, manifest: Manifest) -> dict[str, bytes]:
     """Read every listed file and check its sha256; also refuse missing/unlisted files."""
-    for required in _REQUIRED_FILES[manifest.kind]:
+    for required in required_files(manifest.kind, manifest.format):
         if required not in manifest.files:
             raise ArtifactError(
                 f"artifact {directory}: {MANIFEST_FILE} does not list {required}, "
-                f"which a {manifest.kind} artifact needs"
+                f"which a {manifest.kind} artifact of format {manifest.format} needs"
             )
     present = {p.name for p in directory.iterdir() if p.name not in _UNLISTED}
     unlisted = sorted(present - set(manifest.files))

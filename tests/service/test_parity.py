@@ -3,8 +3,11 @@
 A trained-looking run (``tests.helpers.export``) is exported with the real exporter
 (``training.export``) into a repository; the service loads those artifacts
 with its own code path (feature store rows → the artifact's encoder →
-TorchScript, precomputed item vectors for the coarse stage) and must give the
-same probabilities as the trained model on the same raw rows, within 1e-5.
+the exported programs or TorchScript, precomputed item vectors for the coarse stage)
+and must give the same probabilities as the trained model on the same raw rows, within
+1e-5 — for every artifact format (``export``, the default, and the deprecated
+``torchscript``) and both body encodings (JSON, and the binary tensor body with a
+binary answer).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from service.api import binary
 from service.app import create_app
 from service.settings import Settings
 from tests.helpers.export import N_USERS, encoded, item_columns, make_run, write_items
@@ -26,9 +30,9 @@ USERS = [0, 7, 42]
 HOURS = [3, 20]
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("parity")
+@pytest.fixture(scope="module", params=["export", "torchscript"])
+def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp(f"parity-{request.param}")
     data = root / "data"
     data.mkdir()
     items_path = write_items(data / "items.parquet")
@@ -42,7 +46,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "fine": make_run(root, "mlp", seed=4),
     }
     for name, run in runs.items():
-        export_run(run, root / "repo", name, ExportOptions(items=items_path, parity_rows=256))
+        options = ExportOptions(items=items_path, parity_rows=256, format=request.param)
+        result = export_run(run, root / "repo", name, options)
+        assert result.manifest.format == request.param
     return {"root": root, "data": data, "repo": root / "repo", "users": users, "runs": runs}
 
 
@@ -68,27 +74,34 @@ def trained_probabilities(
         return torch.sigmoid(run.model(encoded(run.encoder, rows))).numpy()
 
 
+def rank(client: TestClient, params: dict[str, Any], ids: np.ndarray, encoding: str) -> dict:
+    """``{item id: score}`` of one ``/v1/rank`` call with a JSON or a binary body."""
+    if encoding == "json":
+        resp = client.post("/v1/rank", json={**params, "candidates": ids.tolist()})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        assert body["unknown_item_ids"] == [] and not body["degraded"]
+        return {it["item_id"]: it["score"] for it in body["items"]}
+    content, length = binary.encode_request(ids, params, binary_output=True)
+    headers = {"Content-Type": binary.MEDIA_TYPE, binary.HEADER_LENGTH: str(length)}
+    resp = client.post("/v1/rank", content=content, headers=headers)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == binary.MEDIA_TYPE
+    head, arrays = binary.decode_response(resp.content, int(resp.headers[binary.HEADER_LENGTH]))
+    assert head["parameters"]["unknown_item_ids"] == [] and not head["parameters"]["degraded"]
+    return dict(zip(arrays["item_ids"].tolist(), arrays["scores"].tolist(), strict=True))
+
+
+@pytest.mark.parametrize("encoding", ["json", "binary"])
 @pytest.mark.parametrize("stage", ["coarse", "fine"])
-def test_rank_scores_equal_the_trained_light_net(exported, stage):
+def test_rank_scores_equal_the_trained_light_net(exported, stage, encoding):
     settings = Settings(repo=exported["repo"], features_dir=exported["data"], reload_interval_s=0)
     candidates = np.sort(item_columns()["item_id"])[::3][:80]
     with TestClient(create_app(settings)) as client:
         for user in USERS:
             for hour in HOURS:
-                resp = client.post(
-                    "/v1/rank",
-                    json={
-                        "user_id": user,
-                        "context": {"hour": hour},
-                        "candidates": candidates.tolist(),
-                        "stage": stage,
-                        "top_k": len(candidates),
-                    },
-                )
-                assert resp.status_code == 200, resp.text
-                body = resp.json()
-                assert body["unknown_item_ids"] == [] and not body["degraded"]
-                got = {it["item_id"]: it["score"] for it in body["items"]}
+                params = {"user_id": user, "context": {"hour": hour}, "stage": stage}
+                got = rank(client, {**params, "top_k": len(candidates)}, candidates, encoding)
                 want = trained_probabilities(
                     exported["runs"][stage], exported["users"], user, hour, candidates
                 )

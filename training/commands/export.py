@@ -20,7 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", required=True, type=Path, help="model repository root")
     parser.add_argument("--name", required=True, help="model name in the repository")
     parser.add_argument(
-        "--format", default="torchscript", choices=["torchscript"], help="model.pt format"
+        "--format",
+        default=None,
+        choices=["export", "torchscript"],
+        help="model format: export (torch.export programs, .pt2; the default for fp32) or "
+        "torchscript (model.pt, deprecated by torch 2.13; the default and only format for int8)",
     )
     parser.add_argument(
         "--quantize",
@@ -102,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     m = result.manifest
     parity = result.parity
     print(
-        f"exported {m.name}/{m.version} ({m.kind}, {m.stage}, quantization {m.quantization}, "
+        f"exported {m.name}/{m.version} ({m.kind}, {m.stage}, format {m.format}, "
+        f"quantization {m.quantization}, "
         f"{m.params:,} parameters, {result.size_bytes / 1e6:.2f} MB) -> {result.path}"
     )
     print(
@@ -113,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if "fp32_model_bytes" in export:
         ratio = export["fp32_model_bytes"] / export["model_bytes"]
         print(
-            f"model.pt {export['model_bytes'] / 1e6:.2f} MB vs fp32 "
+            f"model {export['model_bytes'] / 1e6:.2f} MB vs fp32 "
             f"{export['fp32_model_bytes'] / 1e6:.2f} MB ({ratio:.2f}x smaller)"
         )
     if result.test_auc:

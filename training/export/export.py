@@ -6,8 +6,11 @@
 1. rebuild the :class:`~models.joint.JointModel` from the run's weights and
    constructor arguments and take ``light_scorer()`` — the light net and the
    tables it reads, nothing of the booster or the privileged features;
-2. fold BatchNorm, optionally quantise embedding rows to int8, script and
-   freeze (:mod:`training.export.graph`);
+2. fold BatchNorm, optionally quantise embedding rows to int8
+   (:mod:`training.export.graph`), then serialise: ``torch.export`` programs with a
+   dynamic batch (format ``export``, the default, :mod:`training.export.program`) or,
+   deprecated by torch 2.13, scripted and frozen TorchScript (``torchscript``; int8
+   artifacts are TorchScript only: their tables dequantise on the first call);
 3. check parity: the exported module's logits against the trained model's on
    the run's test rows (or on random valid inputs when the data is gone);
    fp32 within ``1e-5``, int8 within ``1e-2`` in probability. int8 tries
@@ -36,7 +39,8 @@ from typing import Any
 
 import torch
 
-from models.contract.manifest import Manifest, read_manifest
+from models.contract.manifest import MODEL_FILE, Manifest, read_manifest
+from models.contract.programs import load_scorer
 from models.contract.repository import ModelRepository
 from models.contract.signing import SIGNING_KEY_ENV, SigningError, load_private_key
 from models.joint import JointModel
@@ -44,12 +48,14 @@ from training.export.errors import ExportError
 from training.export.graph import prepare_scorer, to_torchscript
 from training.export.int8 import Int8Plan, int8_plans
 from training.export.parity import ParityRows, check_parity, held_out_rows, random_rows
+from training.export.program import export_programs
 from training.export.publish import ArtifactContents, catalogue
 from training.export.run_loader import TrainedRun, load_run
 
 log = logging.getLogger(__name__)
 
 TWO_TOWER_METHODS = ("user_vector", "item_vector")
+FORMATS = ("export", "torchscript")
 _RANDOM_PARITY_ROWS = 2_048
 
 
@@ -58,8 +64,9 @@ class ExportOptions:
     """What ``rocketrank export`` was asked for.
 
     Attributes:
-        format: serialisation of ``model.pt``; only ``torchscript`` (measured the
-            fastest loadable format, see ``bench/train/export_latency.py``).
+        format: ``export`` (``torch.export`` programs, the default for fp32) or
+            ``torchscript`` (deprecated by torch 2.13; the default, and the only format,
+            for int8). ``None`` picks the default.
         quantize: ``none`` or ``int8`` (8-bit embedding rows and Linear weights,
             one fp16 scale per row; fp32 compute).
         items: item catalogue (Parquet/CSV) for two-tower item vectors; default
@@ -77,7 +84,7 @@ class ExportOptions:
             loads such artifacts only with ``ROCKETRANK_ALLOW_UNSIGNED_ARTIFACTS``).
     """
 
-    format: str = "torchscript"
+    format: str | None = None
     quantize: str = "none"
     items: Path | None = None
     keep: int | None = None
@@ -89,10 +96,19 @@ class ExportOptions:
     unsigned: bool = False
 
     def __post_init__(self) -> None:
-        if self.format != "torchscript":
-            raise ExportError(f"unsupported format {self.format!r}; supported: ['torchscript']")
         if self.quantize not in ("none", "int8"):
             raise ExportError(f"unsupported quantization {self.quantize!r}; use none or int8")
+        if self.format is None:
+            object.__setattr__(
+                self, "format", "torchscript" if self.quantize == "int8" else "export"
+            )
+        if self.format not in FORMATS:
+            raise ExportError(f"unsupported format {self.format!r}; supported: {list(FORMATS)}")
+        if self.format == "export" and self.quantize == "int8":
+            raise ExportError(
+                "int8 artifacts are written as TorchScript only (--format torchscript): their "
+                "tables dequantise once on the first call, which a torch.export program cannot"
+            )
         if self.keep is not None and self.keep < 1:
             raise ExportError(f"--keep must be >= 1, got {self.keep}")
         if self.int8_min_rows < 0:
@@ -125,9 +141,9 @@ class ExportResult:
 
 @dataclass
 class _Exported:
-    """The module that passed parity, as bytes and loaded back, with its report."""
+    """The module that passed parity, as files and loaded back, with its report."""
 
-    model_bytes: bytes
+    model_files: dict[str, bytes]
     loaded: Any
     parity: dict[str, Any]
     test_auc: dict[str, float]
@@ -138,6 +154,21 @@ def _save(module: Any) -> bytes:
     buffer = io.BytesIO()
     torch.jit.save(module, buffer)
     return buffer.getvalue()
+
+
+def _serialise(
+    prepared: Any, kind: str, rows: ParityRows, features: dict, options: ExportOptions
+) -> tuple[dict[str, bytes], Any]:
+    """The artifact's model files and the scorer loaded back from them, as the service will."""
+    if options.format == "export":
+        files = export_programs(prepared, kind, rows.features, features)
+        return files, load_scorer("export", kind, files)
+    methods = TWO_TOWER_METHODS if kind == "two_tower" else ()
+    # Frozen fp32 measured fastest (bench/train/export_latency.py); int8 tables must stay
+    # unfrozen so they dequantise once at load instead of being folded back to fp32.
+    exported = to_torchscript(prepared, methods, freeze=options.quantize != "int8")
+    model_bytes = _save(exported)
+    return {MODEL_FILE: model_bytes}, torch.jit.load(io.BytesIO(model_bytes), map_location="cpu")
 
 
 def _parity_rows(run: TrainedRun, served: list[str], options: ExportOptions) -> ParityRows:
@@ -152,9 +183,8 @@ def _parity_rows(run: TrainedRun, served: list[str], options: ExportOptions) -> 
 def _export_passing_parity(
     model: JointModel, kind: str, rows: ParityRows, options: ExportOptions
 ) -> _Exported:
-    """Script the light scorer under each int8 plan in turn (one try for fp32) and
+    """Serialise the light scorer under each int8 plan in turn (one try for fp32) and
     keep the first that passes parity; re-raise the last plan's failure."""
-    methods = TWO_TOWER_METHODS if kind == "two_tower" else ()
     plans: list[Int8Plan | None] = (
         list(int8_plans(options.int8_min_rows, options.int8_linears, kind == "two_tower"))
         if options.quantize == "int8"
@@ -167,12 +197,8 @@ def _export_passing_parity(
             plan.min_rows if plan else 0,
             linears=plan.linears if plan else False,
         )
-        # Frozen fp32 measured fastest (bench/train/export_latency.py); int8 tables must stay
-        # unfrozen so they dequantise once at load instead of being folded back to fp32.
-        exported = to_torchscript(prepared, methods, freeze=options.quantize != "int8")
         # Parity and item vectors run on the module as the service will load it.
-        model_bytes = _save(exported)
-        loaded = torch.jit.load(io.BytesIO(model_bytes), map_location="cpu")
+        files, loaded = _serialise(prepared, kind, rows, model.light_features(), options)
         try:
             parity, test_auc = check_parity(
                 model, loaded, rows, options.quantize, kind, plan.item_vectors if plan else None
@@ -184,15 +210,17 @@ def _export_passing_parity(
             continue
         if plan is not None:
             parity["int8_plan"] = asdict(plan)
-        return _Exported(model_bytes, loaded, parity, test_auc, plan)
+        return _Exported(files, loaded, parity, test_auc, plan)
     raise AssertionError("unreachable: the last plan returns or raises")
 
 
-def _export_metrics(model: JointModel, kind: str, done: _Exported, quantize: str) -> dict:
+def _export_metrics(model: JointModel, kind: str, done: _Exported, options: ExportOptions) -> dict:
+    quantize = options.quantize
     metrics: dict[str, Any] = {
         "parity": done.parity,
         "quantization": quantize,
-        "model_bytes": len(done.model_bytes),
+        "format": options.format,
+        "model_bytes": sum(len(b) for b in done.model_files.values()),
     }
     if quantize == "int8":
         # the fp32 model.pt this artifact replaces, for the size comparison
@@ -261,11 +289,11 @@ def export_run(
         kind=kind,
         format=options.format,
         quantization=options.quantize,
-        model_bytes=done.model_bytes,
+        model_files=done.model_files,
         encoder=encoder,
         features=features,
         catalogue=items,
-        metrics={**run.metrics, "export": _export_metrics(model, kind, done, options.quantize)},
+        metrics={**run.metrics, "export": _export_metrics(model, kind, done, options)},
         params=sum(p.numel() for p in model.light_scorer().parameters()),
         signing_key=signing_key,
     )
@@ -275,10 +303,11 @@ def export_run(
     manifest = read_manifest(path)
     size = sum(p.stat().st_size for p in path.iterdir() if p.is_file())
     log.info(
-        "exported %s/%s (%s, %s, %.1f MB) in %.1fs",
+        "exported %s/%s (%s, %s, %s, %.1f MB) in %.1fs",
         name,
         version,
         kind,
+        options.format,
         options.quantize,
         size / 1e6,
         time.perf_counter() - started,

@@ -21,7 +21,6 @@ from models.contract.manifest import (
     ITEM_IDS_FILE,
     ITEM_VECTOR_QPARAMS_FILE,
     ITEM_VECTORS_FILE,
-    MODEL_FILE,
     Manifest,
     checksum_files,
     write_manifest,
@@ -128,9 +127,10 @@ class ArtifactContents:
         name: model name in the repository.
         run: the exported run (task, stage).
         kind: ``mlp`` or ``two_tower``.
-        format: serialisation of ``model.pt`` (``torchscript``).
+        format: serialisation of the model (``export`` or ``torchscript``).
         quantization: ``none`` or ``int8``.
-        model_bytes: the saved TorchScript module.
+        model_files: file name -> bytes of the serialised model (``*.pt2`` programs
+            or ``model.pt``).
         encoder: the served features' encoder.
         features: side -> light-net feature names.
         catalogue: two-tower item files ``{file name: array}`` (None for an MLP).
@@ -144,7 +144,7 @@ class ArtifactContents:
     kind: str
     format: str
     quantization: str
-    model_bytes: bytes
+    model_files: dict[str, bytes]
     encoder: FeatureEncoder
     features: dict[str, list[str]]
     catalogue: dict[str, np.ndarray] | None
@@ -155,7 +155,8 @@ class ArtifactContents:
     def write(self, directory: Path, version: str) -> None:
         """Write every file of the artifact, then the manifest (its checksums cover the
         rest), then the manifest's signature (it covers the manifest's bytes)."""
-        (directory / MODEL_FILE).write_bytes(self.model_bytes)
+        for fname, data in self.model_files.items():
+            (directory / fname).write_bytes(data)
         for fname, data in encoder_files(self.encoder).items():
             (directory / fname).write_bytes(data)
         for fname, array in (self.catalogue or {}).items():

@@ -62,7 +62,9 @@ class FromFileModule(torch.nn.Module):
 def exported(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("signed")
     items = write_items(tmp / "items.parquet")
-    return export_run(make_run(tmp, "mlp"), tmp / "repo", "fine", ExportOptions(items=items)).path
+    # TorchScript: these tests are about an archive whose loading runs its code
+    options = ExportOptions(items=items, format="torchscript")
+    return export_run(make_run(tmp, "mlp"), tmp / "repo", "fine", options).path
 
 
 @pytest.fixture()

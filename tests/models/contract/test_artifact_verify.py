@@ -25,17 +25,23 @@ from training.export.export import ExportOptions, export_run
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> dict[str, Path]:
-    """One fp32 mlp and one two-tower artifact, exported once for the module."""
+    """One fp32 mlp and one two-tower artifact per format (``kind`` is the default
+    format, ``export``; ``kind:torchscript`` the deprecated one), exported once."""
     tmp = tmp_path_factory.mktemp("artifacts")
     items = write_items(tmp / "items.parquet")
     out = {}
     for kind in ("mlp", "two_tower"):
-        result = export_run(make_run(tmp, kind), tmp / "repo", kind, ExportOptions(items=items))
-        out[kind] = result.path
+        for fmt, key in (("export", kind), ("torchscript", f"{kind}:torchscript")):
+            options = ExportOptions(items=items, format=fmt)
+            out[key] = export_run(make_run(tmp, kind), tmp / fmt, kind, options).path
     return out
 
 
-@pytest.fixture(params=["mlp", "two_tower"])
+# A pickle, a TorchScript archive and a torch.export archive each refused as the other.
+_NOT_LOADABLE = "not a loadable TorchScript archive|unexpected member|not a torch.export archive"
+
+
+@pytest.fixture(params=["mlp", "two_tower", "mlp:torchscript", "two_tower:torchscript"])
 def artifact_copy(request, exported, tmp_path) -> Path:
     """A private copy a test may tamper with."""
     return Path(shutil.copytree(exported[request.param], tmp_path / "artifact"))
@@ -55,14 +61,17 @@ def _rewrite_manifest(path: Path, **changes) -> None:
 
 
 def test_manifest_has_every_field(exported):
-    for kind, path in exported.items():
+    for key, path in exported.items():
+        kind, _, fmt = key.partition(":")
+        fmt = fmt or "export"
         m = _manifest(path)
         assert m["name"] == kind and m["version"] == path.name
         assert datetime.fromisoformat(m["created_at"]).tzinfo is not None
         assert m["task"] == "ctr"
         assert m["stage"] == ("coarse" if kind == "two_tower" else "fine")
         assert m["kind"] == kind
-        assert m["format"] == "torchscript" and m["quantization"] == "none"
+        assert m["format"] == fmt and m["quantization"] == "none"
+        assert m["metrics"]["export"]["format"] == fmt
         assert m["features"] == {
             "user": ["user_id", "user_age"],
             "context": ["hour"],
@@ -85,7 +94,13 @@ def test_manifest_has_every_field(exported):
         assert (path / SIGNATURE_FILE).is_file()  # signed with the session key
         assert set(m["files"]) == files
         assert all(m["files"][f] == sha256_file(path / f) for f in files)
-        expected = {"model.pt", "encoder.json", "vocabs.npz"}
+        expected = {"encoder.json", "vocabs.npz"}
+        if fmt == "torchscript":
+            expected.add("model.pt")
+        else:
+            expected |= (
+                {"user_vector.pt2", "item_vector.pt2"} if kind == "two_tower" else {"model.pt2"}
+            )
         if kind == "two_tower":
             expected |= {"item_ids.npy", "item_vectors.npy"}
         assert files == expected
@@ -106,8 +121,13 @@ def _files(path: Path) -> list[str]:
 
 def test_flipped_byte_in_any_file_is_refused_before_the_model_loads(artifact_copy, monkeypatch):
     loads = []
-    real_load = torch.jit.load
-    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loads.append(1) or real_load(*a, **k))
+    jit_load, export_load = torch.jit.load, torch.export.load
+    monkeypatch.setattr(torch.jit, "load", lambda *a, **k: loads.append(1) or jit_load(*a, **k))
+    monkeypatch.setattr(
+        torch.export, "load", lambda *a, **k: loads.append(1) or export_load(*a, **k)
+    )
+    model_files = [f for f in _files(artifact_copy) if f.startswith(("model.", "user_", "item_v"))]
+    model_files = [f for f in model_files if f.endswith((".pt", ".pt2"))]
     for name in _files(artifact_copy):
         file = artifact_copy / name
         original = file.read_bytes()
@@ -123,7 +143,7 @@ def test_flipped_byte_in_any_file_is_refused_before_the_model_loads(artifact_cop
         file.write_bytes(original)
     assert loads == []  # model.pt was never deserialised
     assert load_signed(artifact_copy).version == _manifest(artifact_copy)["version"]
-    assert loads == [1]  # restored bytes load again
+    assert loads == [1] * len(model_files)  # restored bytes load again
 
 
 def test_missing_or_unlisted_file_is_refused(artifact_copy):
@@ -188,12 +208,14 @@ def test_malformed_manifest_is_refused(artifact_copy, changes, message):
 
 
 def test_pickled_module_with_valid_checksums_is_refused(artifact_copy):
-    """A whole-module pickle is not TorchScript: the loader never unpickles it."""
-    torch.save(torch.nn.Linear(2, 1), artifact_copy / "model.pt")
+    """A whole-module pickle is neither TorchScript nor a torch.export archive: the
+    loader never unpickles it."""
+    name = next(f for f in _files(artifact_copy) if f.endswith((".pt", ".pt2")))
+    torch.save(torch.nn.Linear(2, 1), artifact_copy / name)
     files = dict(_manifest(artifact_copy)["files"])
-    files["model.pt"] = sha256_file(artifact_copy / "model.pt")
+    files[name] = sha256_file(artifact_copy / name)
     _rewrite_manifest(artifact_copy, files=files)
-    with pytest.raises(ArtifactError, match="not a loadable TorchScript archive"):
+    with pytest.raises(ArtifactError, match=_NOT_LOADABLE):
         load_signed(artifact_copy)
 
 

@@ -1,6 +1,7 @@
 """Signed artifacts, statically: the service's loader call passes the configured
 key and never allows unsigned artifacts by a constant; in ``load_artifact`` the
-signature check comes before the manifest is parsed and before ``torch.jit.load``;
+signature check comes before the manifest is parsed and before any model loader
+(``torch.jit.load``, or ``torch.export.load`` after the archive check);
 the shipped configuration refuses unsigned artifacts.
 
 The behaviour itself (tampered manifest, wrong key, missing signature, an
@@ -12,6 +13,7 @@ aten::from_file module with valid checksums) is tested in
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import yaml
 
@@ -43,15 +45,30 @@ def _call_lines(function: ast.FunctionDef, name: str) -> list[int]:
     return [c.lineno for n, c in calls(function) if n.split(".")[-1] == name]
 
 
-def test_the_signature_is_checked_before_parsing_and_before_torch_jit_load():
-    tree = ast.parse((ROOT / "models" / "contract" / "artifact.py").read_text())
-    load = next(
-        n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "load_artifact"
-    )
+def _function(path: Path, name: str) -> ast.FunctionDef:
+    tree = ast.parse(path.read_text())
+    return next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name)
+
+
+def test_the_signature_is_checked_before_parsing_and_before_any_model_loader():
+    contract = ROOT / "models" / "contract"
+    load = _function(contract / "artifact.py", "load_artifact")
     (signature,) = _call_lines(load, "check_signature")
     (parse,) = _call_lines(load, "_parse_manifest")
-    (jit,) = [c.lineno for n, c in calls(load) if n == "torch.jit.load"]
-    assert signature < parse < jit
+    (verified,) = _call_lines(load, "_read_verified")
+    loaders = _call_lines(load, "load_scorer") + _call_lines(load, "_load_torchscript")
+    assert len(loaders) == 2 and signature < parse < verified < min(loaders)
+    # the deserialisers themselves are called only inside those loaders
+    (jit,) = [c.lineno for n, c in calls(_function(contract / "artifact.py", "_load_torchscript"))
+              if n == "torch.jit.load"]  # fmt: skip
+    assert jit
+    program = _function(contract / "programs.py", "load_program")
+    (archive,) = _call_lines(program, "check_archive")
+    (export,) = [c.lineno for n, c in calls(program) if n == "torch.export.load"]
+    assert archive < export
+    for path in (contract / "artifact.py", contract / "programs.py"):
+        names = [n for n, _ in calls(ast.parse(path.read_text()))]
+        assert names.count("torch.jit.load") + names.count("torch.export.load") == 1, path
 
 
 def test_unsigned_artifacts_are_refused_by_default_and_in_the_shipped_deployments():

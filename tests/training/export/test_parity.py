@@ -102,7 +102,7 @@ def test_int8_export_is_within_tolerance_of_the_trained_net(tmp_path, items, kin
 
 def test_int8_artifact_is_at_least_3x_smaller(tmp_path):
     run = make_run(tmp_path, "mlp", user_buckets=40_000)
-    fp32 = export_run(run, tmp_path / "repo", "fine", ExportOptions())
+    fp32 = export_run(run, tmp_path / "repo", "fine", ExportOptions(format="torchscript"))
     int8 = export_run(run, tmp_path / "repo", "fine", ExportOptions(quantize="int8"))
     assert fp32.size_bytes >= 3 * int8.size_bytes
     assert fp32.manifest.params == int8.manifest.params
@@ -145,11 +145,27 @@ def test_batchnorm_is_folded_exactly():
     assert torch.allclose(before, after, atol=1e-6)
 
 
+def _stored_and_code(path: Path, fmt: str) -> tuple[int, str]:
+    """Bytes of stored tensors and the text of the code/graph of an artifact's model."""
+    stored, code = 0, []
+    for name in ("model.pt",) if fmt == "torchscript" else [p.name for p in path.glob("*.pt2")]:
+        with zipfile.ZipFile(path / name) as archive:
+            for i in archive.infolist():
+                if fmt == "torchscript" and ("/constants/" in i.filename or "/data/" in i.filename):
+                    stored += i.file_size
+                if fmt == "export" and "/data/weights/weight_" in i.filename:
+                    stored += i.file_size
+                if i.filename.endswith((".py", ".json")):
+                    code.append(archive.read(i).decode(errors="ignore"))
+    return stored, " ".join(code)
+
+
+@pytest.mark.parametrize("fmt", ["export", "torchscript"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_artifact_holds_the_light_net_only(tmp_path, items, kind):
+def test_artifact_holds_the_light_net_only(tmp_path, items, kind, fmt):
     run = make_run(tmp_path, kind)
     model = run.model
-    result = export_run(run, tmp_path / "repo", kind, ExportOptions(items=items))
+    result = export_run(run, tmp_path / "repo", kind, ExportOptions(items=items, format=fmt))
 
     def nbytes(tensors) -> int:
         return sum(t.numel() * t.element_size() for t in tensors)
@@ -158,15 +174,7 @@ def test_artifact_holds_the_light_net_only(tmp_path, items, kind):
     light_bytes = nbytes([*light.parameters(), *light.buffers()])
     booster_bytes = nbytes(p for _, p in model.booster_only_parameters())
     assert booster_bytes > light_bytes / 2  # the check below would notice a booster
-    with zipfile.ZipFile(result.path / "model.pt") as archive:
-        stored = sum(i.file_size for i in archive.infolist() if "/constants/" in i.filename) + sum(
-            i.file_size for i in archive.infolist() if "/data/" in i.filename
-        )
-        code = " ".join(
-            archive.read(i).decode(errors="ignore")
-            for i in archive.infolist()
-            if i.filename.endswith(".py")
-        )
+    stored, code = _stored_and_code(result.path, fmt)
     assert 0 < stored <= light_bytes
     assert "booster" not in code.lower()
     for privileged in ("user_cat_clicks", "dwell"):
