@@ -166,6 +166,7 @@ def open_streaming(
     chunk_rows: int,
     cache: bool = True,
     schema: Schema | str | Path | None = None,
+    fitted: tuple[dict[str, Any], ValidationReport] | None = None,
 ) -> tuple[StreamedDataset, dict[str, StreamingSplit | EncodedSplit]]:
     """Validate, fit and open every split of a data directory for streaming.
 
@@ -176,6 +177,9 @@ def open_streaming(
         chunk_rows: rows read and encoded at a time (> 0).
         cache: reuse/store the fit and the encoded chunks in ``DATA_DIR/.rocketrank_cache``.
         schema: a schema or schema file; default ``DATA_DIR/schema.yaml``.
+        fitted: ``(encoder state, validation report)`` another process computed
+            for this directory (torchrun rank 0, see
+            :func:`training.data.prepare.prepare_data`): no validation/fit pass.
 
     Returns:
         ``(dataset, {split name: split restricted to the task})``.
@@ -192,6 +196,8 @@ def open_streaming(
     side = {name: read_columns(path, schema) for name, path in files.side_tables.items()}
     if hit is not None:
         encoder, report = hit
+    elif fitted is not None:
+        encoder, report = FeatureEncoder.from_state(fitted[0]), fitted[1]
     else:
         check = check_streaming(files, schema, [task], chunk_rows=chunk_rows, oov=False)
         check.report.raise_if_problems()
