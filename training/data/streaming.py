@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from models.contract.features import EncodeReport, FeatureEncoder
+from training.data.arrow_encode import encode_table
 from training.data.chunk_cache import load_chunk, save_chunk
 from training.data.data_dir import find_data_files
 from training.data.dataset import Batch, EncodedColumns, _int_ids, encode_columns
@@ -239,7 +240,13 @@ class StreamingSplit:
                 return load_chunk(cached)
         start = chunk * self.chunk_rows
         stop = min(start + self.chunk_rows, self.n_source_rows)
-        encoded = encode_columns(self.schema, self.encoder, self.read_columns(start, stop), report)
+        if report is None:
+            encoded = encode_table(
+                self.schema, self.encoder, self.read_rows(start, stop), self.side_tables
+            )
+        else:  # counting imputed and OOV values per row: the canonical path
+            columns = self.read_columns(start, stop)
+            encoded = encode_columns(self.schema, self.encoder, columns, report)
         pa.default_memory_pool().release_unused()  # the chunk's Arrow buffers are gone
         if cached is not None:
             save_chunk(cached, encoded)
