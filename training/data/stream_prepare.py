@@ -29,6 +29,7 @@ from typing import Any
 
 from models.contract import features as contract_features
 from models.contract.features import EncodeReport, FeatureEncoder
+from training.data import arrow_encode as arrow_encode_module
 from training.data import chunk_cache as chunk_cache_module
 from training.data import column_checks as column_checks_module
 from training.data import data_dir as data_dir_module
@@ -63,6 +64,7 @@ _CODE = (
     source_module,
     fit_module,
     streaming_module,
+    arrow_encode_module,
     chunk_cache_module,
     rank_shard_module,
     validate_module,
