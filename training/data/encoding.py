@@ -76,9 +76,9 @@ def encode_features(
     plain = [n for n in encoder.specs if n not in special and n not in encoded]
     out = {**encoder.transform(columns, names=plain, report=report), **encoded}
     for name, (ints, null) in special.items():
-        encoded = np.full(len(ints), PAD_INDEX, dtype=np.int64)
-        encoded[~null] = encoder.encode_column(name, ints[~null], report)
-        out[name] = encoded
+        column = np.full(len(ints), PAD_INDEX, dtype=np.int64)
+        column[~null] = encoder.encode_column(name, ints[~null], report)
+        out[name] = column
     if report is not None and special and not plain:
         report.rows += len(next(iter(special.values()))[0])
     return {name: out[name] for name in encoder.specs}
