@@ -36,6 +36,7 @@ from training.data import data_dir as data_dir_module
 from training.data import dataset as dataset_module
 from training.data import encoding as encoding_module
 from training.data import fit as fit_module
+from training.data import heap as heap_module
 from training.data import rank_shard as rank_shard_module
 from training.data import readers as readers_module
 from training.data import source as source_module
@@ -65,6 +66,7 @@ _CODE = (
     fit_module,
     streaming_module,
     arrow_encode_module,
+    heap_module,
     chunk_cache_module,
     rank_shard_module,
     validate_module,

@@ -40,6 +40,7 @@ from training.data.arrow_encode import encode_table
 from training.data.chunk_cache import load_chunk, save_chunk
 from training.data.data_dir import find_data_files
 from training.data.dataset import Batch, EncodedColumns, _int_ids, encode_columns
+from training.data.heap import release_freed_memory
 from training.data.prefetch import prefetched
 from training.data.rank_shard import RankShard
 from training.data.readers import (
@@ -247,7 +248,7 @@ class StreamingSplit:
         else:  # counting imputed and OOV values per row: the canonical path
             columns = self.read_columns(start, stop)
             encoded = encode_columns(self.schema, self.encoder, columns, report)
-        pa.default_memory_pool().release_unused()  # the chunk's Arrow buffers are gone
+        release_freed_memory()  # the chunk's Arrow buffers and the previous chunk are gone
         if cached is not None:
             save_chunk(cached, encoded)
         return encoded
