@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                     "distill.variant two_stage_kd needs --teacher RUN (a finished booster run)"
                 )
             teacher = load_trained_model(args.teacher)
-        data = prepare_data(args.data, cfg, max_rows=args.max_rows)
+        data = prepare_data(args.data, cfg, max_rows=args.max_rows, dist=dist)
         result = train(cfg, data, args.out, options, teacher=teacher, dist=dist)
     except (
         ConfigError,

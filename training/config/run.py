@@ -64,18 +64,26 @@ class DataConfig:
             batch holds every row of its requests and the listwise hint sees
             complete lists; in-memory splits only, see
             ``training.data.shuffle.request_order``).
+        shard_by_rank: under torchrun, each rank reads only its own chunks of
+            the streamed training split (``training.data.rank_shard``) and rank 0
+            alone runs the validation/fit pass; statistically, not bitwise, the
+            one-process run. Needs ``chunk_rows > 0``; off: every rank reads
+            every global batch and keeps its slice (exact).
     """
 
     batch_size: PositiveInt = 1024
     eval_batch_size: PositiveInt = 8192
     chunk_rows: NonNegativeInt = 0
     shuffle_unit: Literal["rows", "requests"] = "rows"
+    shard_by_rank: bool = False
 
     def __post_init__(self) -> None:
         if self.shuffle_unit == "requests" and self.chunk_rows:
             raise ConfigError(
                 "data.shuffle_unit: 'requests' needs the split in memory (chunk_rows: 0)"
             )
+        if self.shard_by_rank and not self.chunk_rows:
+            raise ConfigError("data.shard_by_rank needs a streamed split (data.chunk_rows > 0)")
 
 
 @section("optim")

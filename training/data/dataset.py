@@ -121,6 +121,7 @@ def encode_columns(
     encoder: FeatureEncoder,
     columns: Mapping[str, np.ndarray],
     report: EncodeReport | None = None,
+    encoded: Mapping[str, np.ndarray] | None = None,
 ) -> EncodedColumns:
     """Encode validated canonical columns into tensors.
 
@@ -132,8 +133,9 @@ def encode_columns(
         encoder: the fitted encoder (features).
         columns: canonical columns holding every required column.
         report: accumulates imputed / OOV counts.
+        encoded: features already encoded (see :func:`encode_features`).
     """
-    encoded = encode_features(encoder, columns, report)
+    encoded = encode_features(encoder, columns, report, encoded)
     features = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in encoded.items()}
     labels = {
         name: torch.from_numpy(np.asarray(columns[lab.column], dtype=np.float32))

@@ -58,21 +58,28 @@ def encode_features(
     encoder: FeatureEncoder,
     columns: Mapping[str, np.ndarray],
     report: EncodeReport | None = None,
+    encoded: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """``encoder.transform`` of canonical columns (see :func:`_nullable_ints`)."""
+    """``encoder.transform`` of canonical columns (see :func:`_nullable_ints`).
+
+    ``encoded``: features already encoded another way (``training.data.arrow_encode``),
+    taken as they are.
+    """
+    encoded = encoded or {}
     special = {
         name: split
         for name in encoder.specs
         if name in columns
+        and name not in encoded
         and encoder.specs[name].type is FeatureType.CATEGORICAL
         and (split := _nullable_ints(columns[name])) is not None
     }
-    plain = [n for n in encoder.specs if n not in special]
-    out = encoder.transform(columns, names=plain, report=report)
+    plain = [n for n in encoder.specs if n not in special and n not in encoded]
+    out = {**encoder.transform(columns, names=plain, report=report), **encoded}
     for name, (ints, null) in special.items():
-        encoded = np.full(len(ints), PAD_INDEX, dtype=np.int64)
-        encoded[~null] = encoder.encode_column(name, ints[~null], report)
-        out[name] = encoded
+        column = np.full(len(ints), PAD_INDEX, dtype=np.int64)
+        column[~null] = encoder.encode_column(name, ints[~null], report)
+        out[name] = column
     if report is not None and special and not plain:
         report.rows += len(next(iter(special.values()))[0])
     return {name: out[name] for name in encoder.specs}

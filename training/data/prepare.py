@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -22,6 +23,9 @@ from training.data.stream_prepare import StreamedDataset, open_streaming
 from training.data.streaming import StreamingSplit
 from training.loop.errors import TrainingError
 
+if TYPE_CHECKING:
+    from training.loop.distributed import DistContext
+
 
 @dataclass
 class PreparedData:
@@ -31,7 +35,7 @@ class PreparedData:
         dataset: the validated, encoded data directory (schema + fitted encoder).
         task: the task name; ``label`` its label name (key of ``Batch.labels``).
         train: the training split (in memory, or streamed from Parquet; under
-            torchrun with ``rank`` given, this rank's share of it).
+            torchrun with ``data.shard_by_rank``, this rank's share of it).
         valid: validation split (early stopping), or None; streamed in chunks
             when ``data.chunk_rows > 0``.
         test: test split (final metrics), or None (then final metrics use valid).
@@ -53,7 +57,7 @@ def prepare_data(
     *,
     max_rows: int | None = None,
     cache: bool = True,
-    rank: tuple[int, int] | None = None,
+    dist: DistContext | None = None,
 ) -> PreparedData:
     """Read, validate and encode a data directory once for ``cfg.task``.
 
@@ -65,17 +69,19 @@ def prepare_data(
         cfg: the run config (task; ``data.chunk_rows`` > 0 streams the training split).
         max_rows: use at most the first N rows of each split file (quick runs).
         cache: reuse the data layer's encoded-split cache.
-        rank: ``(rank, world_size)`` under torchrun: with streaming, each rank
-            reads only its own chunks of the training split
-            (:class:`training.data.rank_shard.RankShard`; the trainer must then
-            not slice the batches again). Default: every rank reads every batch.
+        dist: this process's place under torchrun. With ``data.shard_by_rank``
+            (streaming), rank 0 alone validates the log and fits the encoder,
+            the others receive the result, and each rank reads only its own
+            chunks of the training split (:class:`training.data.rank_shard.RankShard`;
+            the trainer then does not slice the batches again). Otherwise, or
+            in one process: every rank reads every batch.
     """
     if max_rows is not None and max_rows <= 0:
         raise ValueError(f"max_rows must be > 0, got {max_rows}")
     if cfg.data.chunk_rows > 0:
         if max_rows is not None:
             raise ValueError("max_rows cannot be combined with streaming (data.chunk_rows > 0)")
-        return prepare_streaming(data_dir, cfg, cache=cache, rank=rank)
+        return prepare_streaming(data_dir, cfg, cache=cache, dist=dist)
     # the in-memory split shuffles with the same chunk plan as a streamed one
     chunk_rows = cfg.data.chunk_rows or CHUNK_ROWS
     dataset = load_dataset(data_dir, tasks=[cfg.task], cache=cache, chunk_rows=chunk_rows)
@@ -102,7 +108,7 @@ def prepare_streaming(
     cfg: RunConfig,
     *,
     cache: bool = True,
-    rank: tuple[int, int] | None = None,
+    dist: DistContext | None = None,
 ) -> PreparedData:
     """:func:`prepare_data` with ``data.chunk_rows > 0``: nothing holds a split.
 
@@ -111,16 +117,19 @@ def prepare_streaming(
     :class:`StreamingSplit` s reading ``data.chunk_rows`` rows at a time, and
     encoded chunks are cached on disk (:mod:`training.data.stream_prepare`).
     """
-    dataset, splits = open_streaming(
-        data_dir, cfg.task, chunk_rows=cfg.data.chunk_rows, cache=cache
-    )
+    shard = None  # (rank, world size) when each rank reads only its own chunks
+    if dist is not None and dist.distributed and cfg.data.shard_by_rank:
+        dataset, splits = _open_shared(data_dir, cfg, cache, dist)
+        shard = (dist.rank, dist.world_size)
+    else:
+        dataset, splits = open_streaming(
+            data_dir, cfg.task, chunk_rows=cfg.data.chunk_rows, cache=cache
+        )
     train = splits["train"]
     if len(train) == 0:
         raise TrainingError(f"task {cfg.task!r}: the training split has no rows")
     label = dataset.schema.task(cfg.task).label
-    sharded: StreamingSplit | RankShard = train
-    if rank is not None and rank[1] > 1:
-        sharded = train.for_rank(*rank)
+    sharded: StreamingSplit | RankShard = train if shard is None else train.for_rank(*shard)
     return PreparedData(
         dataset,
         cfg.task,
@@ -129,6 +138,33 @@ def prepare_streaming(
         splits.get("valid"),
         splits.get("test"),
         Path(data_dir),
+    )
+
+
+def _open_shared(
+    data_dir: str | Path, cfg: RunConfig, cache: bool, dist: DistContext
+) -> tuple[StreamedDataset, dict[str, StreamingSplit | EncodedSplit]]:
+    """:func:`open_streaming` where rank 0 alone validates the log and fits the encoder.
+
+    The other ranks receive rank 0's encoder and validation report (or its
+    error, so no rank waits for a fit that failed) and open the same splits
+    without reading the log.
+    """
+    if dist.is_main:
+        try:
+            dataset, splits = open_streaming(
+                data_dir, cfg.task, chunk_rows=cfg.data.chunk_rows, cache=cache
+            )
+        except Exception as exc:
+            dist.broadcast_object(("error", f"{type(exc).__name__}: {exc}"))
+            raise
+        dist.broadcast_object(("ok", (dataset.encoder.state(), dataset.validation)))
+        return dataset, splits
+    status, fitted = dist.broadcast_object(None)
+    if status != "ok":
+        raise TrainingError(f"rank 0 could not open {data_dir}: {fitted}")
+    return open_streaming(
+        data_dir, cfg.task, chunk_rows=cfg.data.chunk_rows, cache=cache, fitted=fitted
     )
 
 

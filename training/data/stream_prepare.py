@@ -32,12 +32,14 @@ from models.contract import feature_spec as contract_feature_spec
 from models.contract import features as contract_features
 from models.contract import numeric as contract_numeric
 from models.contract.features import EncodeReport, FeatureEncoder
+from training.data import arrow_encode as arrow_encode_module
 from training.data import chunk_cache as chunk_cache_module
 from training.data import column_checks as column_checks_module
 from training.data import data_dir as data_dir_module
 from training.data import dataset as dataset_module
 from training.data import encoding as encoding_module
 from training.data import fit as fit_module
+from training.data import heap as heap_module
 from training.data import rank_shard as rank_shard_module
 from training.data import readers as readers_module
 from training.data import source as source_module
@@ -69,6 +71,8 @@ _CODE = (
     source_module,
     fit_module,
     streaming_module,
+    arrow_encode_module,
+    heap_module,
     chunk_cache_module,
     rank_shard_module,
     validate_module,
@@ -172,6 +176,7 @@ def open_streaming(
     chunk_rows: int,
     cache: bool = True,
     schema: Schema | str | Path | None = None,
+    fitted: tuple[dict[str, Any], ValidationReport] | None = None,
 ) -> tuple[StreamedDataset, dict[str, StreamingSplit | EncodedSplit]]:
     """Validate, fit and open every split of a data directory for streaming.
 
@@ -182,6 +187,9 @@ def open_streaming(
         chunk_rows: rows read and encoded at a time (> 0).
         cache: reuse/store the fit and the encoded chunks in ``DATA_DIR/.rocketrank_cache``.
         schema: a schema or schema file; default ``DATA_DIR/schema.yaml``.
+        fitted: ``(encoder state, validation report)`` another process computed
+            for this directory (torchrun rank 0, see
+            :func:`training.data.prepare.prepare_data`): no validation/fit pass.
 
     Returns:
         ``(dataset, {split name: split restricted to the task})``.
@@ -198,6 +206,8 @@ def open_streaming(
     side = {name: read_columns(path, schema) for name, path in files.side_tables.items()}
     if hit is not None:
         encoder, report = hit
+    elif fitted is not None:
+        encoder, report = FeatureEncoder.from_state(fitted[0]), fitted[1]
     else:
         check = check_streaming(files, schema, [task], chunk_rows=chunk_rows, oov=False)
         check.report.raise_if_problems()

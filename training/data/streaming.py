@@ -36,9 +36,12 @@ import torch
 from torch import Tensor
 
 from models.contract.features import EncodeReport, FeatureEncoder
+from training.data.arrow_encode import encode_table
 from training.data.chunk_cache import load_chunk, save_chunk
 from training.data.data_dir import find_data_files
 from training.data.dataset import Batch, EncodedColumns, _int_ids, encode_columns
+from training.data.heap import release_freed_memory
+from training.data.prefetch import prefetched
 from training.data.rank_shard import RankShard
 from training.data.readers import (
     Columns,
@@ -75,6 +78,9 @@ class StreamingSplit:
             the side tables of the data directory, read only when the split lacks
             a feature column.
         cache_dir: write each encoded chunk here once and read it back later.
+        prefetch: chunks read and encoded ahead on a background thread while
+            the current one is consumed (:func:`training.data.prefetch.prefetched`;
+            0 = on the caller's thread). The batches do not depend on it.
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class StreamingSplit:
         name: str = "",
         side_tables: Mapping[str, Columns] | None = None,
         cache_dir: str | Path | None = None,
+        prefetch: int = 1,
     ) -> None:
         try:
             self.source = path if isinstance(path, SplitSource) else SplitSource(path)
@@ -116,6 +123,9 @@ class StreamingSplit:
                     break
         self.side_tables: Mapping[str, Columns] = side_tables or {}
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        if prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+        self.prefetch = int(prefetch)
         # bool [n_source_rows] of selected rows (None: every row); the task filter is separate
         self._selection: np.ndarray | None = None
         self._keep: np.ndarray | None = None
@@ -231,8 +241,14 @@ class StreamingSplit:
                 return load_chunk(cached)
         start = chunk * self.chunk_rows
         stop = min(start + self.chunk_rows, self.n_source_rows)
-        encoded = encode_columns(self.schema, self.encoder, self.read_columns(start, stop), report)
-        pa.default_memory_pool().release_unused()  # the chunk's Arrow buffers are gone
+        if report is None:
+            encoded = encode_table(
+                self.schema, self.encoder, self.read_rows(start, stop), self.side_tables
+            )
+        else:  # counting imputed and OOV values per row: the canonical path
+            columns = self.read_columns(start, stop)
+            encoded = encode_columns(self.schema, self.encoder, columns, report)
+        release_freed_memory()  # the chunk's Arrow buffers and the previous chunk are gone
         if cached is not None:
             save_chunk(cached, encoded)
         return encoded
@@ -272,8 +288,22 @@ class StreamingSplit:
         report: EncodeReport | None = None,
         chunks: Callable[[int], bool] | None = None,
     ) -> Iterator[tuple[EncodedColumns, Tensor]]:
-        """``(encoded chunk in file order, int64 order of its kept rows)`` per visited chunk."""
-        keep = self.kept()
+        """``(encoded chunk in file order, int64 order of its kept rows)`` per visited chunk,
+        the next one prepared while the caller consumes this one (``prefetch``)."""
+        keep = self.kept()  # on the caller's thread: len() and the thread share it
+        return prefetched(
+            self._read_blocks(keep, shuffle, seed, epoch, report, chunks), self.prefetch
+        )
+
+    def _read_blocks(
+        self,
+        keep: np.ndarray | None,
+        shuffle: bool,
+        seed: int,
+        epoch: int,
+        report: EncodeReport | None,
+        chunks: Callable[[int], bool] | None,
+    ) -> Iterator[tuple[EncodedColumns, Tensor]]:
         for position, (chunk, perm) in enumerate(self._chunks(shuffle, seed, epoch)):
             if chunks is not None and not chunks(position):
                 continue

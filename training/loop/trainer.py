@@ -275,7 +275,9 @@ def _train_epoch(run: Run, epoch: int, log_file: TextIO, bar: tqdm) -> bool:
     """The epoch's remaining batches; True when ``stop_after_steps`` interrupted it."""
     options, state = run.options, run.state
     first = run.position.batch if epoch == run.position.epoch else 0
-    batches = run.dist.shard_batches(train_batches(run, epoch))
+    batches = train_batches(run, epoch)
+    if not getattr(run.data.train, "rank_local", False):  # a RankShard's batches are its own
+        batches = run.dist.shard_batches(batches)
     tick, cpu_tick = time.perf_counter(), time.process_time()
     for index, batch in enumerate(itertools.islice(batches, first, None), start=first):
         terms, rows = _step(run, batch, epoch)
