@@ -27,7 +27,15 @@ DEFAULTS = {
     "task": "ctr",
     "stage": "fine",
     "seed": 0,
-    "data": {"batch_size": 1024, "eval_batch_size": 8192, "chunk_rows": 0, "shuffle_unit": "rows"},
+    # shard_by_rank came after the pydantic move (issue 17); config.json files without it
+    # load with its default (tests/training/test_legacy_layout.py)
+    "data": {
+        "batch_size": 1024,
+        "eval_batch_size": 8192,
+        "chunk_rows": 0,
+        "shuffle_unit": "rows",
+        "shard_by_rank": False,
+    },
     "model": {
         "light": "mlp",
         "light_dims": [64, 32],

@@ -37,6 +37,7 @@ from training.config.distill_section import DistillConfig
 from training.config.errors import ConfigError
 from training.config.model_section import ModelConfig
 from training.config.strict import (
+    Bool,
     Int,
     NonNegativeFloat,
     NonNegativeInt,
@@ -75,7 +76,7 @@ class DataConfig:
     eval_batch_size: PositiveInt = 8192
     chunk_rows: NonNegativeInt = 0
     shuffle_unit: Literal["rows", "requests"] = "rows"
-    shard_by_rank: bool = False
+    shard_by_rank: Bool = False
 
     def __post_init__(self) -> None:
         if self.shuffle_unit == "requests" and self.chunk_rows:

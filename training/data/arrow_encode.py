@@ -29,7 +29,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from models.contract.features import Encoding, FeatureEncoder, FeatureSpec, FeatureType, hash_bucket
+from models.contract.categorical import hash_bucket
+from models.contract.feature_spec import Encoding, FeatureSpec, FeatureType
+from models.contract.features import FeatureEncoder
 from training.data.dataset import EncodedColumns, encode_columns
 from training.data.readers import Columns, arrow_to_numpy, join_side_tables
 from training.data.schema import Schema
