@@ -15,7 +15,13 @@ the data fixed), from ``test_scores.npz`` of each run:
   interval and two-sided p-value;
 * ``booster_auc`` — mean ± t interval of the teacher's test AUC;
 * ``gap_closed_auc`` — from the mean AUCs: (light − light_alone) /
-  (booster − light_alone), None when the teacher is not better than the baseline.
+  (booster − light_alone), None when the teacher is not better than the baseline;
+* ``representable_auc`` — mean ± t interval of the test AUC of the run's
+  *representable teacher* (its booster with position fixed and the privileged
+  cross features at their train-time pair means, ``training.ablate.representable``),
+  None when the runs have none; ``gap_closed_representable`` — the same ratio as
+  ``gap_closed_auc`` against that teacher: the share of what a (user, item)
+  student could learn from it.
 
 Every variant uses the same bootstrap seed, so every variant's interval sees
 the same request resamples.
@@ -30,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from training.ablate.auc import weighted_auc
+from training.ablate.representable import gap_closed_against
 from training.ablate.runs import RunOutcome
 from training.ablate.stats import auc_interval, paired_difference
 from training.ablate.t_interval import mean_ci
@@ -55,6 +62,11 @@ def run_row(variant: Variant, seed: int, outcome: RunOutcome) -> dict[str, Any]:
         "light_serving_flops_per_candidate": metrics.get("light_serving_flops_per_candidate"),
         "samples_per_second": metrics.get("samples_per_second"),
         "best_epoch": metrics.get("best_epoch"),
+        "light_calibration_after": ((metrics.get("light_calibrated") or {}).get("after") or {}).get(
+            "calibration"
+        )
+        if trained_light
+        else None,
         "epochs": metrics.get("epochs"),
         "reused": outcome.reused,
     }
@@ -122,7 +134,13 @@ def summarise(
             "booster_auc": None,
             "delta_vs_light_alone": None,
             "gap_closed_auc": None,
+            "representable_auc": None,
+            "gap_closed_representable": None,
         }
+        rep = [o.scores.representable for o in runs]
+        if variant is not Variant.LIGHT_ALONE and rep and all(z is not None for z in rep):
+            rep_aucs = [weighted_auc(label, z) for z in rep]
+            row["representable_auc"] = mean_ci(rep_aucs, LEVEL).to_dict()
         if variant is not Variant.BOOSTER_ALONE:
             row["light_auc"] = mean_ci([weighted_auc(label, z) for z in light], LEVEL).to_dict()
             row["light_auc_bootstrap"] = auc_interval(
@@ -140,9 +158,14 @@ def summarise(
                 row["gap_closed_auc"] = gap_closed(
                     row["light_auc"]["mean"], base_mean, teacher_mean
                 )
+            if row["representable_auc"] is not None:
+                row["gap_closed_representable"] = gap_closed_against(
+                    row["light_auc"]["mean"], base_mean, row["representable_auc"]["mean"]
+                )
         row.update(
             light=_mean_metrics([r["light"] for r in per_seed]),
             booster=_mean_metrics([r["booster"] for r in per_seed]),
+            light_calibration_after=_mean([r["light_calibration_after"] for r in per_seed]),
             train_seconds=_mean([r["train_seconds"] for r in per_seed]),
             train_cpu_seconds=_mean([r["train_cpu_seconds"] for r in per_seed]),
             params=per_seed[0]["params"],
