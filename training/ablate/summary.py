@@ -89,6 +89,31 @@ def _mean(values: Sequence[Any]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
+def _representable_auc(label: np.ndarray, runs: Sequence[RunOutcome]) -> dict[str, Any] | None:
+    """Mean ± t interval of the representable teacher's test AUC; None when a run has none."""
+    rep = [o.scores.representable for o in runs]
+    if not rep or any(z is None for z in rep):
+        return None
+    return mean_ci([weighted_auc(label, z) for z in rep], LEVEL).to_dict()
+
+
+def _add_teacher_time(per_seed: list[dict[str, Any]], teachers: Sequence[RunOutcome]) -> None:
+    """Two-stage KD pays for its teacher: add booster_alone's times seed by seed."""
+    for row, teacher in zip(per_seed, teachers):
+        row["train_seconds"] += float(teacher.metrics["train_seconds"])
+        row["train_cpu_seconds"] += float(teacher.metrics.get("train_cpu_seconds", math.nan))
+
+
+def _set_gaps(row: dict[str, Any], base_mean: float) -> None:
+    """``gap_closed_auc`` (booster) and ``gap_closed_representable`` of a distilled row."""
+    light_mean, teacher_mean = row["light_auc"]["mean"], row["booster_auc"]["mean"]
+    if teacher_mean > base_mean:
+        row["gap_closed_auc"] = gap_closed(light_mean, base_mean, teacher_mean)
+    if row["representable_auc"] is not None:
+        rep_mean = row["representable_auc"]["mean"]
+        row["gap_closed_representable"] = gap_closed_against(light_mean, base_mean, rep_mean)
+
+
 def summarise(
     outcomes: Mapping[Variant, Sequence[RunOutcome]],
     seeds: Sequence[int],
@@ -118,11 +143,7 @@ def summarise(
     for variant, runs in outcomes.items():
         per_seed = [run_row(variant, s, o) for s, o in zip(seeds, runs)]
         if variant is Variant.TWO_STAGE_KD and Variant.BOOSTER_ALONE in outcomes:
-            for row, teacher in zip(per_seed, outcomes[Variant.BOOSTER_ALONE]):
-                row["train_seconds"] += float(teacher.metrics["train_seconds"])
-                row["train_cpu_seconds"] += float(
-                    teacher.metrics.get("train_cpu_seconds", math.nan)
-                )
+            _add_teacher_time(per_seed, outcomes[Variant.BOOSTER_ALONE])
         light = [o.scores.light for o in runs]
         booster = [o.scores.booster for o in runs]
         row: dict[str, Any] = {
@@ -137,10 +158,8 @@ def summarise(
             "representable_auc": None,
             "gap_closed_representable": None,
         }
-        rep = [o.scores.representable for o in runs]
-        if variant is not Variant.LIGHT_ALONE and rep and all(z is not None for z in rep):
-            rep_aucs = [weighted_auc(label, z) for z in rep]
-            row["representable_auc"] = mean_ci(rep_aucs, LEVEL).to_dict()
+        if variant is not Variant.LIGHT_ALONE:
+            row["representable_auc"] = _representable_auc(label, runs)
         if variant is not Variant.BOOSTER_ALONE:
             row["light_auc"] = mean_ci([weighted_auc(label, z) for z in light], LEVEL).to_dict()
             row["light_auc_bootstrap"] = auc_interval(
@@ -152,16 +171,7 @@ def summarise(
             row["delta_vs_light_alone"] = paired_difference(
                 label, group, base_light, light, n_boot=n_boot, seed=bootstrap_seed, level=LEVEL
             ).to_dict()
-            base_mean = float(np.mean([weighted_auc(label, z) for z in base_light]))
-            teacher_mean = row["booster_auc"]["mean"]
-            if teacher_mean > base_mean:
-                row["gap_closed_auc"] = gap_closed(
-                    row["light_auc"]["mean"], base_mean, teacher_mean
-                )
-            if row["representable_auc"] is not None:
-                row["gap_closed_representable"] = gap_closed_against(
-                    row["light_auc"]["mean"], base_mean, row["representable_auc"]["mean"]
-                )
+            _set_gaps(row, float(np.mean([weighted_auc(label, z) for z in base_light])))
         row.update(
             light=_mean_metrics([r["light"] for r in per_seed]),
             booster=_mean_metrics([r["booster"] for r in per_seed]),
