@@ -4,7 +4,8 @@ A run directory is the trainer's ``RUN/`` layout (``training.loop.run_files``)
 plus ``test_scores.npz``, written by the ablation after training:
 
 * ``light`` — float64 ``[N]``, the run's light-net logits on the test split;
-* ``booster`` — float64 ``[N]``, its booster's (two-stage KD: the frozen teacher's);
+* ``booster`` — float64 ``[N]``, its booster's (two-stage KD, and a run that froze
+  its booster with ``distill.teacher_stop``: the frozen teacher's);
 * ``label`` — float64 ``[N]``, the test labels (0/1);
 * ``group`` — int64 ``[N]``, the test request ids (``EncodedSplit.group``),
   the unit the bootstrap resamples;
@@ -24,6 +25,7 @@ names the differing keys.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Mapping
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from models.joint import JointModel
@@ -42,7 +45,7 @@ from training.loop.build import load_trained_model
 from training.loop.errors import TrainingError
 from training.loop.evaluation import predict
 from training.loop.options import TrainOptions
-from training.loop.run_files import CONFIG_FILE, METRICS_FILE
+from training.loop.run_files import CONFIG_FILE, METRICS_FILE, TEACHER_FILE
 from training.loop.trainer import train
 
 SCORES_FILE = "test_scores.npz"
@@ -178,6 +181,26 @@ def score_test(
     )
 
 
+def frozen_teacher(
+    run_dir: Path, model: JointModel, metrics: Mapping[str, Any]
+) -> JointModel | None:
+    """The run's frozen teacher (``distill.teacher_stop``), rebuilt from ``RUN/teacher.pt``.
+
+    After the freeze the shared tables keep training from the light side, so the
+    final model's booster reads tables its frozen teacher never saw: the booster
+    the light net learned from is the snapshot, and that is the one to score
+    (as the trainer's own evaluation does). None when the run froze no teacher.
+    """
+    record = metrics.get("teacher_stop") or {}
+    path = run_dir / TEACHER_FILE
+    if not record.get("frozen") or not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    teacher = copy.deepcopy(model)
+    teacher.load_state_dict(state)
+    return teacher.eval()
+
+
 def _same_rows(scores: RunScores, data: PreparedData) -> bool:
     assert data.test is not None
     label = data.test.labels[data.label].double().numpy()
@@ -244,6 +267,8 @@ def run_one(
             return RunOutcome(metrics, scores, reused)
     if model is None:
         model = load_trained_model(run_dir)
+    if teacher is None:
+        teacher = frozen_teacher(run_dir, model, metrics)
     scores = score_test(model, data, cfg.data.eval_batch_size, teacher, representable)
     scores.save(path)
     return RunOutcome(metrics, scores, reused)
@@ -256,6 +281,7 @@ __all__ = [
     "check_reusable",
     "config_differences",
     "config_record",
+    "frozen_teacher",
     "run_one",
     "score_test",
 ]

@@ -14,7 +14,7 @@ from training.ablate.auc import weighted_auc
 from training.ablate.report import ONE_SEED_NOTE, format_markdown, format_runs, format_stats
 from training.ablate.representable import representable_teacher_on
 from training.ablate.run import run_ablation
-from training.ablate.runs import SCORES_FILE, RunOutcome, RunScores
+from training.ablate.runs import SCORES_FILE, RunOutcome, RunScores, frozen_teacher
 from training.ablate.stats import auc_interval, describe_gain, paired_difference
 from training.ablate.summary import summarise
 from training.ablate.t_interval import mean_ci
@@ -23,6 +23,7 @@ from training.data.prepare import prepare_data
 from training.distill.rules import Variant
 from training.loop.build import load_trained_model
 from training.loop.errors import TrainingError
+from training.loop.evaluation import predict
 from training.loop.options import TrainOptions
 
 QUIET = TrainOptions(progress=False, threads=1, checkpoint_every=0)
@@ -317,3 +318,33 @@ def test_summary_reports_the_gap_closed_against_the_representable_teacher():
     }
     row = {r["variant"]: r for r in summarise(no_rep, [0, 1], {}, n_boot=50)}["rocket"]
     assert row["representable_auc"] is None and row["gap_closed_representable"] is None
+
+
+@pytest.mark.slow
+def test_a_frozen_teacher_is_the_booster_scored_not_the_final_models(data_dir, tmp_path):
+    """After the freeze the shared tables move on: the stored booster is the snapshot."""
+    cfg = tiny_config(
+        "rocket",
+        epochs=3,
+        batch_size=512,
+        distill={"teacher_stop": "best_valid", "teacher_max_epochs": 1},
+    )
+    data = prepare_data(data_dir, cfg)
+    out = tmp_path / "abl"
+    run_ablation(cfg, data, out, QUIET, variants=["light_alone", "rocket"], n_boot=20)
+    run = out / "rocket" / "seed0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["teacher_stop"]["frozen"]
+    scores = RunScores.load(run / SCORES_FILE)
+    # the trainer evaluates the frozen teacher: the stored logits give its AUC ...
+    assert weighted_auc(scores.label, scores.booster) == pytest.approx(
+        metrics["booster"]["auc"], abs=1e-9
+    )
+    # ... which is not the final model's booster (its shared tables trained on)
+    final = load_trained_model(run)
+    final_logits = predict(final, data.test, 4096)["booster"]
+    assert not np.allclose(final_logits, scores.booster)
+    teacher = frozen_teacher(run, final, metrics)
+    np.testing.assert_allclose(
+        scores.representable, representable_teacher_on(teacher, data), rtol=1e-6
+    )
