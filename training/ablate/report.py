@@ -8,8 +8,10 @@
   ``light_auc`` (mean ± t interval over seeds), ``light_auc_bootstrap``,
   ``booster_auc``, ``delta_vs_light_alone`` (paired difference: ``mean``,
   ``low``, ``high``, ``p_value_two_sided``, ``per_seed``, ...),
-  ``gap_closed_auc``, seed means of the run metrics (``light``, ``booster``,
-  times) and ``runs`` (one line per seed);
+  ``gap_closed_auc``, ``representable_auc`` and ``gap_closed_representable``
+  (against the representable teacher), ``light_calibration_after``, seed
+  means of the run metrics (``light``, ``booster``, times) and ``runs`` (one
+  line per seed);
 * ``configs`` — every variant's final run config (before the seed);
   ``variant_overrides`` — what ``--variant-config`` set;
 * ``tuning`` — null, or the budget, sampler and per variant the chosen values
@@ -58,6 +60,10 @@ def _si(value: Any) -> str:
     return f"{value:.0f}"
 
 
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
 def _interval(d: Mapping[str, Any] | None, spec: str = ".4f") -> str:
     if not d or d.get("low") is None or not math.isfinite(d["low"]):
         return "–"
@@ -79,12 +85,14 @@ def format_stats(report: Mapping[str, Any]) -> str:
     n_boot = report["bootstrap"]["n_boot"]
     lines = [
         f"| variant | settings | light AUC (mean of {n_seeds}) | 95% CI over seeds (t) | "
-        "95% CI (bootstrap) | Δ vs light_alone [95% CI] | p | booster AUC | gap closed |",
-        "|" + "---|" * 9,
+        "95% CI (bootstrap) | Δ vs light_alone [95% CI] | p | booster AUC | gap closed | "
+        "representable teacher AUC | gap closed (representable) |",
+        "|" + "---|" * 11,
     ]
     for r in rows:
         light, delta, booster = r["light_auc"], r["delta_vs_light_alone"], r["booster_auc"]
         gap = r.get("gap_closed_auc")
+        rep, rep_gap = r.get("representable_auc"), r.get("gap_closed_representable")
         cells = [
             r["variant"],
             r.get("settings") or "–",
@@ -94,7 +102,9 @@ def format_stats(report: Mapping[str, Any]) -> str:
             describe_gain(delta["mean"], delta["low"], delta["high"]) if delta else "–",
             _p(delta["p_value_two_sided"], n_boot) if delta else "–",
             _fmt(booster["mean"]) if booster else "–",
-            _fmt(gap * 100 if gap is not None else None, ".1f") + ("%" if gap is not None else ""),
+            _percent(gap),
+            _fmt(rep["mean"]) if rep else "–",
+            _percent(rep_gap),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -104,7 +114,11 @@ def format_stats(report: Mapping[str, Any]) -> str:
         f"its interval is a hierarchical bootstrap ({n_boot} replicates) over test requests "
         "with the seeds resampled, and p its two-sided bootstrap p-value. gap closed = "
         "(AUC(light) − AUC(light_alone)) / (AUC(its booster) − AUC(light_alone)) from the "
-        "mean AUCs, `–` when that booster is not better than light_alone."
+        "mean AUCs, `–` when that booster is not better than light_alone. The representable "
+        "teacher is the same booster scored with position fixed at its most frequent train "
+        "value and every privileged cross feature at its train-time (user, category / shop) "
+        "mean: what a function of (user, item) could learn from it; gap closed "
+        "(representable) is the same ratio against it."
     )
     if n_seeds == 1:
         lines.append("")
@@ -118,10 +132,10 @@ def format_runs(rows: Sequence[Mapping[str, Any]]) -> str:
         (r.get("train_cpu_seconds") for r in rows if r["variant"] == "booster_alone"), None
     )
     lines = [
-        "| variant | light AUC | GAUC | logloss | NDCG@10 | MAP@5 | calib. | booster AUC "
-        "| best epochs | train s | CPU s | × booster_alone (CPU) | light params | "
-        "light FLOPs/cand | booster params | booster FLOPs/cand |",
-        "|" + "---|" * 16,
+        "| variant | light AUC | GAUC | logloss | NDCG@10 | MAP@5 | calib. | calib. after "
+        "calibration | booster AUC | best epochs | train s | CPU s | × booster_alone (CPU) | "
+        "light params | light FLOPs/cand | booster params | booster FLOPs/cand |",
+        "|" + "---|" * 17,
     ]
     for r in rows:
         light = r["light"] or {}
@@ -137,6 +151,7 @@ def format_runs(rows: Sequence[Mapping[str, Any]]) -> str:
             _fmt(light.get("ndcg@10")),
             _fmt(light.get("map@5")),
             _fmt(light.get("calibration"), ".3f"),
+            _fmt(r.get("light_calibration_after"), ".3f"),
             _fmt(booster.get("auc")),
             ", ".join("–" if e is None else str(e) for e in epochs) or "–",
             _fmt(r.get("train_seconds"), ".1f"),
@@ -151,7 +166,10 @@ def format_runs(rows: Sequence[Mapping[str, Any]]) -> str:
     lines.append("")
     lines.append(
         "Means over seeds of each run's metrics.json (test split); `–` = not applicable (that "
-        "net was not trained). best epochs: the early-stopping epoch of each seed. Times are "
+        "net was not trained). calib. = mean predicted probability / label rate; after "
+        "calibration: Platt's slope fitted on valid, the intercept anchored to the train ∪ valid "
+        "label rate when the two agree (`light_calibrated` in metrics.json). "
+        "best epochs: the early-stopping epoch of each seed. Times are "
         "the optimiser steps only (no evaluation); two_stage_kd includes training its booster. "
         "The ratio uses CPU seconds (one torch thread), which other processes on a shared "
         "machine inflate far less than wall seconds."

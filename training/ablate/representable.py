@@ -256,7 +256,25 @@ def representable_teacher_logits(
     features = representable_features(
         split, train, encoder, model.privileged, spec=spec, item_id=item_id
     )
-    n = len(split)
+    return booster_logits_on(model, features, len(split), batch_size)
+
+
+@torch.inference_mode()
+def booster_logits_on(
+    model: Teacher, features: Mapping[str, Tensor], n: int, batch_size: int = 8_192
+) -> np.ndarray:
+    """Booster logits of ``model`` over ``n`` rows of ``features``, in eval mode.
+
+    Args:
+        model: a joint model (the mode is restored afterwards).
+        features: ``{name: tensor [n]}``, e.g. from :func:`representable_features`
+            (computed once, reused for every run of an ablation).
+        n: the number of rows.
+        batch_size: rows per forward pass.
+
+    Returns:
+        float64 ``[n]`` logits.
+    """
     was_training = model.training
     model.train(False)
     try:
@@ -314,6 +332,7 @@ def gap_closed_against(
 
 __all__ = [
     "RepresentableSpec",
+    "booster_logits_on",
     "default_pair_key",
     "gap_closed_against",
     "pair_means",

@@ -31,11 +31,15 @@ Outputs in ``DIR``: ``DIR/<variant>/seed<s>/`` (the trainer's run layout plus
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 from training.ablate.report import write_report
+from training.ablate.representable import representable_features
 from training.ablate.runs import RunOutcome, run_one
 from training.ablate.summary import LEVEL, summarise
 from training.ablate.tune import TuneResult, sampler_name, trial_runner, tune_variant
@@ -45,6 +49,7 @@ from training.ablate.variants import (
     applicable_variants,
     apply_overrides,
     describe_settings,
+    privileged_features,
     variant_config,
 )
 from training.config.run import RunConfig
@@ -52,6 +57,8 @@ from training.data.prepare import PreparedData
 from training.distill.rules import Variant
 from training.loop.errors import TrainingError
 from training.loop.options import TrainOptions
+
+log = logging.getLogger(__name__)
 
 
 def run_dir_of(out_dir: Path, variant: Variant, seed_index: int) -> Path:
@@ -148,8 +155,11 @@ def _train_seeds(
     """Trains and scores every variant of ``to_train`` at every seed, seed by seed.
 
     ``two_stage_kd`` of seed ``s`` distils ``booster_alone``'s run of the same seed.
+    Every run with a trained booster also scores the representable teacher
+    (features computed once, :func:`representable_test_features`).
     """
     outcomes: dict[Variant, list[RunOutcome]] = {v: [] for v in to_train}
+    representable = representable_test_features(next(iter(configs.values())), data)
     for s, seed in enumerate(seed_values):
         for variant in to_train:
             teacher_dir = None
@@ -163,9 +173,33 @@ def _train_seeds(
                     options,
                     teacher_dir=teacher_dir,
                     reuse=reuse,
+                    representable=None if variant is Variant.LIGHT_ALONE else representable,
                 )
             )
     return outcomes
+
+
+def representable_test_features(cfg: RunConfig, data: PreparedData) -> dict[str, Tensor] | None:
+    """The test features of the representable teacher, or None where there is none.
+
+    None when the task has no privileged features (the booster reads what the
+    light net reads) or when the schema's cross features have no item-side key
+    to average over (a warning says so; the report then shows no such column).
+    """
+    privileged = privileged_features(cfg, data)
+    if not privileged or data.test is None:
+        return None
+    try:
+        return representable_features(
+            data.test,
+            data.train,
+            data.dataset.encoder,
+            privileged,
+            item_id=data.dataset.schema.ids.item,
+        )
+    except ValueError as exc:
+        log.warning("no representable teacher for this log: %s", exc)
+        return None
 
 
 def _summary_rows(

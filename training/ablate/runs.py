@@ -4,10 +4,16 @@ A run directory is the trainer's ``RUN/`` layout (``training.loop.run_files``)
 plus ``test_scores.npz``, written by the ablation after training:
 
 * ``light`` — float64 ``[N]``, the run's light-net logits on the test split;
-* ``booster`` — float64 ``[N]``, its booster's (two-stage KD: the frozen teacher's);
+* ``booster`` — float64 ``[N]``, its booster's (two-stage KD, and a run that froze
+  its booster with ``distill.teacher_stop``: the frozen teacher's);
 * ``label`` — float64 ``[N]``, the test labels (0/1);
 * ``group`` — int64 ``[N]``, the test request ids (``EncodedSplit.group``),
-  the unit the bootstrap resamples.
+  the unit the bootstrap resamples;
+* ``representable`` (optional) — float64 ``[N]``, the representable teacher's
+  logits: the run's booster (two-stage KD: the frozen teacher's) scored on the
+  test rows with position fixed and every privileged cross feature at its
+  train-time pair mean (``training.ablate.representable``); absent for
+  ``light_alone`` and when the task has no privileged features.
 
 Rows are in test-split order, the same for every run of one ablation, so two
 runs' scores pair row by row.
@@ -19,6 +25,7 @@ names the differing keys.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Mapping
@@ -27,15 +34,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from models.joint import JointModel
+from training.ablate.representable import booster_logits_on
 from training.config.run import RunConfig
 from training.data.prepare import PreparedData
 from training.loop.build import load_trained_model
 from training.loop.errors import TrainingError
 from training.loop.evaluation import predict
 from training.loop.options import TrainOptions
-from training.loop.run_files import CONFIG_FILE, METRICS_FILE
+from training.loop.run_files import CONFIG_FILE, METRICS_FILE, TEACHER_FILE
 from training.loop.trainer import train
 
 SCORES_FILE = "test_scores.npz"
@@ -50,18 +60,22 @@ class RunScores:
     booster: np.ndarray
     label: np.ndarray
     group: np.ndarray
+    representable: np.ndarray | None = None
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(
-            tmp, light=self.light, booster=self.booster, label=self.label, group=self.group
-        )
+        arrays = {"light": self.light, "booster": self.booster}
+        arrays |= {"label": self.label, "group": self.group}
+        if self.representable is not None:
+            arrays["representable"] = self.representable
+        np.savez_compressed(tmp, **arrays)
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: Path) -> RunScores:
         with np.load(path, allow_pickle=False) as z:
-            return cls(z["light"], z["booster"], z["label"], z["group"])
+            rep = z["representable"] if "representable" in z.files else None
+            return cls(z["light"], z["booster"], z["label"], z["group"], rep)
 
 
 @dataclass(frozen=True)
@@ -142,17 +156,49 @@ def score_test(
     data: PreparedData,
     batch_size: int,
     teacher: JointModel | None = None,
+    representable: Mapping[str, Tensor] | None = None,
 ) -> RunScores:
-    """Light and booster logits of ``model`` on the test split (two-stage KD: the teacher's)."""
+    """Light and booster logits of ``model`` on the test split (two-stage KD: the teacher's).
+
+    Args:
+        representable: the test features made (user, item)-representable
+            (:func:`training.ablate.representable.representable_features`); when
+            given, the booster (two-stage KD: the teacher's) is also scored on them.
+    """
     if data.test is None or not len(data.test):
         raise TrainingError("the ablation needs a test split to score every run on the same rows")
     logits = predict(model, data.test, batch_size, booster_source=teacher)
+    rep = None
+    if representable is not None:
+        source = teacher if teacher is not None else model
+        rep = booster_logits_on(source, representable, len(data.test), batch_size)
     return RunScores(
         light=logits["light"],
         booster=logits["booster"],
         label=data.test.labels[data.label].double().numpy(),
         group=data.test.group.numpy().astype(np.int64),
+        representable=rep,
     )
+
+
+def frozen_teacher(
+    run_dir: Path, model: JointModel, metrics: Mapping[str, Any]
+) -> JointModel | None:
+    """The run's frozen teacher (``distill.teacher_stop``), rebuilt from ``RUN/teacher.pt``.
+
+    After the freeze the shared tables keep training from the light side, so the
+    final model's booster reads tables its frozen teacher never saw: the booster
+    the light net learned from is the snapshot, and that is the one to score
+    (as the trainer's own evaluation does). None when the run froze no teacher.
+    """
+    record = metrics.get("teacher_stop") or {}
+    path = run_dir / TEACHER_FILE
+    if not record.get("frozen") or not path.exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    teacher = copy.deepcopy(model)
+    teacher.load_state_dict(state)
+    return teacher.eval()
 
 
 def _same_rows(scores: RunScores, data: PreparedData) -> bool:
@@ -175,6 +221,7 @@ def run_one(
     teacher_dir: Path | None = None,
     reuse: bool = False,
     score: bool = True,
+    representable: Mapping[str, Tensor] | None = None,
 ) -> RunOutcome:
     """Train one run (or reuse it) and score the test split with its nets.
 
@@ -188,6 +235,8 @@ def run_one(
             KD distils.
         reuse: keep a finished run whose ``config.json`` matches (else refuse).
         score: write and return ``test_scores.npz`` (False for tuning trials).
+        representable: the representable test features (see :func:`score_test`);
+            None for a run without a trained booster (``light_alone``).
 
     Raises:
         TrainingError: reuse refused, no test split to score, training failed.
@@ -213,11 +262,14 @@ def run_one(
     path = run_dir / SCORES_FILE
     if reused and path.exists():
         scores = RunScores.load(path)
-        if _same_rows(scores, data):
+        complete = representable is None or scores.representable is not None
+        if _same_rows(scores, data) and complete:
             return RunOutcome(metrics, scores, reused)
     if model is None:
         model = load_trained_model(run_dir)
-    scores = score_test(model, data, cfg.data.eval_batch_size, teacher)
+    if teacher is None:
+        teacher = frozen_teacher(run_dir, model, metrics)
+    scores = score_test(model, data, cfg.data.eval_batch_size, teacher, representable)
     scores.save(path)
     return RunOutcome(metrics, scores, reused)
 
@@ -229,6 +281,7 @@ __all__ = [
     "check_reusable",
     "config_differences",
     "config_record",
+    "frozen_teacher",
     "run_one",
     "score_test",
 ]

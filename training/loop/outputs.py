@@ -18,6 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from models.provenance import json_safe
+from training.calibration import fit_platt_pooled_rate
 from training.distill.losses import LossTerms
 from training.evaluate import apply_platt, evaluate_scores, fit_platt
 from training.loop.checkpoint import atomic_torch_save, atomic_write_text
@@ -109,12 +110,18 @@ def teacher_record(run: Run) -> dict[str, Any] | None:
 
 
 def calibrate(run: Run, final_split: Any, final_name: str) -> dict[str, Any] | None:
-    """Platt scaling of the light logit fitted on valid, applied to the final split.
+    """Post-hoc calibration of the light logit fitted on valid, applied to the final split.
+
+    Platt's slope is fitted on valid; the intercept is anchored to the label rate
+    pooled over the train and valid labels when the two agree within sampling
+    noise (``training.calibration.fit_platt_pooled_rate``: a validation split
+    with few positives otherwise passes its own rate error on to every split).
 
     Returns ``metrics.json``'s ``light_calibrated`` block: the fitted ``a``, ``b``
-    (calibrated probability ``σ(a·z + b)``), and the final split's calibration
-    ratio and logloss before and after (AUC is unchanged for ``a > 0``).
-    None without a validation split.
+    (calibrated probability ``σ(a·z + b)``), the ``base_rate`` it is anchored to,
+    the final split's calibration ratio and logloss before and after (AUC is
+    unchanged for ``a > 0``), and ``platt_valid``: plain Platt on valid, for
+    comparison. None without a validation split.
     """
     valid = run.data.valid
     if valid is None or not len(valid):
@@ -122,20 +129,26 @@ def calibrate(run: Run, final_split: Any, final_name: str) -> dict[str, Any] | N
     bs = run.cfg.data.eval_batch_size
     label = run.data.label
     z_valid = light_logits(run.model, valid, bs, dist=run.dist)
-    a, b = fit_platt(z_valid, valid.labels[label].double().numpy())
+    y_valid = valid.labels[label].double().numpy()
+    plain_a, plain_b = fit_platt(z_valid, y_valid)
+    a, b, base = fit_platt_pooled_rate(z_valid, y_valid, run.data.train.labels[label].numpy())
     z = light_logits(run.model, final_split, bs, dist=run.dist)
     y = final_split.labels[label].double().numpy()
     users, groups = final_split.user.numpy(), final_split.group.numpy()
     before = evaluate_scores(y, z, users, groups)
     after = evaluate_scores(y, apply_platt(z, a, b), users, groups)
+    plain = evaluate_scores(y, apply_platt(z, plain_a, plain_b), users, groups)
     keys = ("calibration", "logloss", "auc")
     return {
         "a": a,
         "b": b,
         "fitted_on": "valid",
+        "method": "platt_pooled_rate" if base.pooled else "platt",
+        "base_rate": base.to_dict(),
         "split": final_name,
         "before": {k: before[k] for k in keys},
         "after": {k: after[k] for k in keys},
+        "platt_valid": {"a": plain_a, "b": plain_b} | {k: plain[k] for k in keys},
     }
 
 

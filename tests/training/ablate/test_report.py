@@ -11,15 +11,19 @@ import pytest
 from models.provenance import json_safe
 from tests.helpers.trainer import tiny_config, write_tiny_data
 from training.ablate.auc import weighted_auc
-from training.ablate.report import ONE_SEED_NOTE, format_markdown, format_runs
+from training.ablate.report import ONE_SEED_NOTE, format_markdown, format_runs, format_stats
+from training.ablate.representable import representable_teacher_on
 from training.ablate.run import run_ablation
-from training.ablate.runs import SCORES_FILE, RunScores
+from training.ablate.runs import SCORES_FILE, RunOutcome, RunScores, frozen_teacher
 from training.ablate.stats import auc_interval, describe_gain, paired_difference
+from training.ablate.summary import summarise
 from training.ablate.t_interval import mean_ci
 from training.ablate.variants import VARIANTS, applicable_variants
 from training.data.prepare import prepare_data
 from training.distill.rules import Variant
+from training.loop.build import load_trained_model
 from training.loop.errors import TrainingError
+from training.loop.evaluation import predict
 from training.loop.options import TrainOptions
 
 QUIET = TrainOptions(progress=False, threads=1, checkpoint_every=0)
@@ -129,6 +133,24 @@ def test_report_numbers_are_the_stats_of_the_stored_scores(data_dir, tmp_path):
             else:
                 assert gap is None
             assert describe_gain(expected) in (out / "report.md").read_text()
+            # the representable teacher: its stored logits give the row's AUC and gap
+            rep = [weighted_auc(label, sc.representable) for sc in scores[name]]
+            assert_same_stat(by[name]["representable_auc"], mean_ci(rep))
+            rep_gap = by[name]["gap_closed_representable"]
+            if np.mean(rep) > base_mean:
+                assert rep_gap == pytest.approx(
+                    (np.mean(per_seed) - base_mean) / (np.mean(rep) - base_mean)
+                )
+            else:
+                assert rep_gap is None
+        else:
+            assert all(sc.representable is None for sc in scores[name])
+            assert by[name]["representable_auc"] is None
+    # the stored representable logits are the run's booster on the representable features
+    model = load_trained_model(out / "rocket" / "seed0")
+    np.testing.assert_allclose(
+        scores["rocket"][0].representable, representable_teacher_on(model, data), rtol=1e-6
+    )
     # two-stage KD's teacher is the booster_alone run of the same seed
     for s in (0, 1):
         np.testing.assert_array_equal(
@@ -224,7 +246,7 @@ def test_markdown_marks_missing_values_and_an_interval_that_includes_zero():
         "rows": [_row("light_alone", 0.7), _row("rocket", 0.702, 0.75, delta)],
     }
     md = format_markdown(report)
-    assert "| light_alone | labels only | 0.7000 | – | – | – | – | – | – |" in md
+    assert "| light_alone | labels only | 0.7000 | – | – | – | – | – | – | – | – |" in md
     assert "+0.0020 [-0.0010, +0.0050] (interval includes 0) | 0.300 |" in md
     assert ONE_SEED_NOTE not in md
     runs = format_runs(report["rows"])
@@ -242,3 +264,87 @@ def test_a_p_value_of_zero_reads_as_below_the_resolution():
     }
     md = format_markdown(report)
     assert "+0.0100 [+0.0050, +0.0200] | < 0.002 |" in md
+
+
+def _outcome(light, booster, label, group, representable=None):
+    metrics = {
+        "light": {"auc": weighted_auc(label, light)},
+        "booster": {"auc": weighted_auc(label, booster)},
+        "train_seconds": 1.0,
+        "params": {"light": 1, "booster": 2},
+        "flops_per_candidate": {"light": 1, "booster": 2},
+        "light_calibrated": {"after": {"calibration": 0.97}},
+    }
+    return RunOutcome(metrics, RunScores(light, booster, label, group, representable), False)
+
+
+def test_summary_reports_the_gap_closed_against_the_representable_teacher():
+    rng = np.random.default_rng(0)
+    n = 4_000
+    label = (rng.random(n) < 0.2).astype(np.float64)
+    group = np.arange(n) // 10
+    signal = label + rng.normal(0, 1.0, n)
+
+    def noisy(scale):
+        return signal + rng.normal(0, scale, n)
+
+    base = [noisy(2.0), noisy(2.0)]
+    light = [noisy(1.0), noisy(1.0)]
+    booster = [noisy(0.1), noisy(0.1)]
+    rep = [noisy(0.6), noisy(0.6)]
+    outcomes = {
+        Variant.LIGHT_ALONE: [_outcome(z, z, label, group) for z in base],
+        Variant.ROCKET: [_outcome(z, b, label, group, r) for z, b, r in zip(light, booster, rep)],
+    }
+    rows = summarise(outcomes, [0, 1], {}, n_boot=50)
+    by = {r["variant"]: r for r in rows}
+    mean = lambda zs: float(np.mean([weighted_auc(label, z) for z in zs]))  # noqa: E731
+    expected_rep = (mean(light) - mean(base)) / (mean(rep) - mean(base))
+    expected_booster = (mean(light) - mean(base)) / (mean(booster) - mean(base))
+    rocket = by["rocket"]
+    assert rocket["representable_auc"]["mean"] == pytest.approx(mean(rep))
+    assert rocket["gap_closed_representable"] == pytest.approx(expected_rep)
+    assert rocket["gap_closed_auc"] == pytest.approx(expected_booster)
+    assert expected_rep > expected_booster  # the representable teacher is the nearer target
+    assert by["light_alone"]["representable_auc"] is None
+    assert rocket["light_calibration_after"] == pytest.approx(0.97)
+    table = format_stats({"seeds": [0, 1], "bootstrap": {"n_boot": 50}, "rows": rows})
+    assert "gap closed (representable) |" in table
+    assert f"| {mean(rep):.4f} | {expected_rep * 100:.1f}% |" in table
+    # a run without representable scores (a log with no privileged features): no column value
+    no_rep = {
+        Variant.LIGHT_ALONE: outcomes[Variant.LIGHT_ALONE],
+        Variant.ROCKET: [_outcome(z, b, label, group) for z, b in zip(light, booster)],
+    }
+    row = {r["variant"]: r for r in summarise(no_rep, [0, 1], {}, n_boot=50)}["rocket"]
+    assert row["representable_auc"] is None and row["gap_closed_representable"] is None
+
+
+@pytest.mark.slow
+def test_a_frozen_teacher_is_the_booster_scored_not_the_final_models(data_dir, tmp_path):
+    """After the freeze the shared tables move on: the stored booster is the snapshot."""
+    cfg = tiny_config(
+        "rocket",
+        epochs=3,
+        batch_size=512,
+        distill={"teacher_stop": "best_valid", "teacher_max_epochs": 1},
+    )
+    data = prepare_data(data_dir, cfg)
+    out = tmp_path / "abl"
+    run_ablation(cfg, data, out, QUIET, variants=["light_alone", "rocket"], n_boot=20)
+    run = out / "rocket" / "seed0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["teacher_stop"]["frozen"]
+    scores = RunScores.load(run / SCORES_FILE)
+    # the trainer evaluates the frozen teacher: the stored logits give its AUC ...
+    assert weighted_auc(scores.label, scores.booster) == pytest.approx(
+        metrics["booster"]["auc"], abs=1e-9
+    )
+    # ... which is not the final model's booster (its shared tables trained on)
+    final = load_trained_model(run)
+    final_logits = predict(final, data.test, 4096)["booster"]
+    assert not np.allclose(final_logits, scores.booster)
+    teacher = frozen_teacher(run, final, metrics)
+    np.testing.assert_allclose(
+        scores.representable, representable_teacher_on(teacher, data), rtol=1e-6
+    )

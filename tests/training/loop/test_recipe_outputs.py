@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.helpers.trainer import tiny_config, write_tiny_data
+from training.calibration import fit_platt_pooled_rate
 from training.data.prepare import prepare_data
 from training.evaluate import apply_platt, evaluate_scores, fit_platt
 from training.loop.build import build_model
@@ -30,10 +31,16 @@ def test_metrics_json_has_the_platt_fit_on_valid_and_its_test_effect(data_dir, t
     result = train(cfg, data, tmp_path / "run", TrainOptions(**QUIET))
     block = json.loads((tmp_path / "run" / "metrics.json").read_text())["light_calibrated"]
     assert block["fitted_on"] == "valid" and block["split"] == "test"
-    # the parameters are the fit on the validation split's light logits ...
+    # the parameters are the fit on the validation split's light logits, the intercept
+    # anchored to the label rate of train ∪ valid (labels only) ...
     z_valid = light_logits(result.model, data.valid, 4096)
-    a, b = fit_platt(z_valid, data.valid.labels["click"].double().numpy())
+    y_valid = data.valid.labels["click"].double().numpy()
+    a, b, base = fit_platt_pooled_rate(z_valid, y_valid, data.train.labels["click"].numpy())
     assert (block["a"], block["b"]) == pytest.approx((a, b))
+    assert block["base_rate"]["rate"] == pytest.approx(base.rate)
+    assert (block["platt_valid"]["a"], block["platt_valid"]["b"]) == pytest.approx(
+        fit_platt(z_valid, y_valid)
+    )
     # ... and "after" is the test split scored with σ(a·z + b)
     z = light_logits(result.model, data.test, 4096)
     y = data.test.labels["click"].double().numpy()
