@@ -66,3 +66,15 @@ def test_a_validation_split_short_of_positives_no_longer_sets_the_calibrated_rat
     fixed = calibration(y_test, apply_platt(z_test, a, b))
     assert plain < 0.9  # plain Platt inherits valid's 15% shortfall
     assert abs(fixed - 1) < 0.05
+
+
+def test_a_streamed_or_sharded_training_split_keeps_plain_platt():
+    """The loop passes no training labels for a split that is not in memory."""
+    from training.loop.outputs import _in_memory_labels
+
+    class Streamed:  # what a StreamingSplit or RankShard is to the loop: not an EncodedSplit
+        @property
+        def labels(self):
+            raise AssertionError("a streamed split's labels must not be read for calibration")
+
+    assert _in_memory_labels(Streamed(), "click").size == 0

@@ -14,11 +14,13 @@ import math
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+import numpy as np
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from models.provenance import json_safe
 from training.calibration import fit_platt_pooled_rate
+from training.data.dataset import EncodedSplit
 from training.distill.losses import LossTerms
 from training.evaluate import apply_platt, evaluate_scores, fit_platt
 from training.loop.checkpoint import atomic_torch_save, atomic_write_text
@@ -109,6 +111,18 @@ def teacher_record(run: Run) -> dict[str, Any] | None:
     }
 
 
+def _in_memory_labels(train: Any, label: str) -> np.ndarray:
+    """The training split's labels when it is in memory, else none (plain Platt).
+
+    A streamed split would read its label, user and request columns for every row
+    (and keep them), and a rank's shard holds only its own rows: both would break
+    the streaming memory bound or the per-rank reading, for an intercept tweak.
+    """
+    if isinstance(train, EncodedSplit):
+        return train.labels[label].numpy()
+    return np.empty(0, dtype=np.float32)
+
+
 def calibrate(run: Run, final_split: Any, final_name: str) -> dict[str, Any] | None:
     """Post-hoc calibration of the light logit fitted on valid, applied to the final split.
 
@@ -131,7 +145,7 @@ def calibrate(run: Run, final_split: Any, final_name: str) -> dict[str, Any] | N
     z_valid = light_logits(run.model, valid, bs, dist=run.dist)
     y_valid = valid.labels[label].double().numpy()
     plain_a, plain_b = fit_platt(z_valid, y_valid)
-    a, b, base = fit_platt_pooled_rate(z_valid, y_valid, run.data.train.labels[label].numpy())
+    a, b, base = fit_platt_pooled_rate(z_valid, y_valid, _in_memory_labels(run.data.train, label))
     z = light_logits(run.model, final_split, bs, dist=run.dist)
     y = final_split.labels[label].double().numpy()
     users, groups = final_split.user.numpy(), final_split.group.numpy()
