@@ -29,7 +29,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ from typing import Any
 
 import torch
 
+from bench.common.interleaved import time_interleaved
+from bench.common.machine import machine_info
 from models.contract.artifact import Artifact, load_artifact
 from models.contract.manifest import PROGRAM_FILE, USER_PROGRAM_FILE
 from training.export.export import ExportOptions, export_run
@@ -53,11 +54,6 @@ _COLD_IMPORT = {
     "export": "import torch._export.serde.serialize",
     "torchscript": "import torch.jit",
 }
-
-
-def _summary(ms: list[float]) -> dict[str, float]:
-    qs = statistics.quantiles(ms, n=10)
-    return {"median_ms": statistics.median(ms), "p10_ms": qs[0], "p90_ms": qs[-1]}
 
 
 def _export_both(run: Path, repo: Path, name: str, parity_rows: int) -> dict[str, dict[str, Any]]:
@@ -148,22 +144,11 @@ def run_bench(
     coarse_run: Path, fine_run: Path, repeats: int, candidates: int, fine_rows: int
 ) -> dict[str, Any]:
     torch.set_num_threads(1)
-    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as repo:
         coarse = _export_both(coarse_run, Path(repo), "coarse", 4096)
         fine = _export_both(fine_run, Path(repo), "fine", 4096)
         cases = coarse_cases(coarse, candidates) + fine_cases(fine, fine_rows)
-        times: list[list[float]] = [[] for _ in cases]
-        with torch.inference_mode():
-            for _ in range(20):  # warm-up: TorchScript profiling runs, allocator
-                for _, fn in cases:
-                    fn()
-            for _ in range(repeats):
-                for k, (_, fn) in enumerate(cases):
-                    start = time.perf_counter()
-                    fn()
-                    times[k].append((time.perf_counter() - start) * 1e3)
-    results = [{**record, **_summary(ms)} for (record, _), ms in zip(cases, times, strict=True)]
+        results = time_interleaved(cases, repeats, warmup=20)
     ts = {(r["stage"], r["path"]): r["median_ms"] for r in results if r["format"] == "torchscript"}
     for r in results:
         r["ratio_to_torchscript"] = r["median_ms"] / ts[(r["stage"], r["path"])]
@@ -179,13 +164,7 @@ def run_bench(
         "torch": torch.__version__,
         "threads": 1,
         "repeats": repeats,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "load_average_before": load_before,
-            "load_average_after": os.getloadavg(),
-        },
+        "machine": machine_info() | {"load_average_after": os.getloadavg()},
         "artifacts": facts,
         "cold_import_s": cold_import_seconds(),
         "results": results,

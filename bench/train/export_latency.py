@@ -26,8 +26,6 @@ import io
 import json
 import os
 import platform
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -37,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bench.common.interleaved import time_interleaved
 from training.export.graph import dequantize_rows, prepare_scorer, quantize_rows, to_torchscript
 from training.export.int8 import int8_plans
 from training.export.parity import random_rows
@@ -46,11 +45,6 @@ SIZES = (1_000, 10_000)
 TWO_TOWER_METHODS = ["user_vector", "item_vector"]
 INT8_VARIANTS = ("int8_torchscript", "int8_tables_torchscript", "int8_large_tables_torchscript")
 """Names of the variants built from ``training.export.int8_plans()``, in its order."""
-
-
-def _summary(ms: list[float]) -> dict[str, float]:
-    qs = statistics.quantiles(ms, n=10) if len(ms) >= 2 else [ms[0]] * 9
-    return {"median_ms": statistics.median(ms), "p10_ms": qs[0], "p90_ms": qs[-1]}
 
 
 def _size(module: Any) -> int | None:
@@ -133,17 +127,7 @@ def run_bench(run_dir: Path, repeats: int, threads: int) -> dict[str, Any]:
             if two_tower and hasattr(module, "user_vector"):
                 step = _serving_step(module, batch, name)
                 cases.append(({**base, "path": "serving", "candidates": n}, step))
-    times: list[list[float]] = [[] for _ in cases]
-    with torch.inference_mode():
-        for _ in range(3):  # warm-up (TorchScript profiling runs, allocator)
-            for _, fn in cases:
-                fn()
-        for _ in range(repeats):
-            for k, (_, fn) in enumerate(cases):
-                start = time.perf_counter()
-                fn()
-                times[k].append((time.perf_counter() - start) * 1e3)
-    results = [{**record, **_summary(ms)} for (record, _), ms in zip(cases, times)]
+    results = time_interleaved(cases, repeats, warmup=3)
     eager = {
         (r["path"], r["candidates"]): r["median_ms"] for r in results if r["format"] == "eager"
     }
